@@ -1,0 +1,100 @@
+"""Small classifiers for the offline digits quickstart (8x8x1) and for tests.
+
+Both train in seconds on a CPU. Kernels use kaiming normal (fan_in), as in
+ResNet-32.
+"""
+
+from typing import Sequence
+
+import gin
+import keras
+
+from mwn_tf.models import layers as L
+from mwn_tf.models.registry import register
+
+
+@register("mlp")
+@gin.configurable("mlp", denylist=["num_classes", "input_shape"])
+def mlp(num_classes: int,
+        input_shape: Sequence[int] = (8, 8, 1),
+        hidden_sizes: Sequence[int] = (128,),
+        batch_norm: bool = False,
+        bn_momentum: float = L.TORCH_BN_MOMENTUM,
+        bn_epsilon: float = L.TORCH_BN_EPSILON,
+        dtype: L.DType = None) -> keras.Model:
+  """Builds Flatten -> [Dense -> (BN) -> ReLU] * len(hidden_sizes) -> Dense.
+
+  Args:
+    num_classes: number of logits K.
+    input_shape: shape of one example; it is flattened first.
+    hidden_sizes: widths of the hidden layers; () is softmax regression.
+    batch_norm: BatchNorm before each ReLU (the Dense then has no bias,
+      which BN's beta would duplicate).
+    bn_momentum: Keras BatchNorm momentum (0.9 = PyTorch's 0.1).
+    bn_epsilon: BatchNorm epsilon.
+    dtype: None (the global Keras policy), "float32", "float64" or a mixed
+      policy name.
+
+  Returns:
+    A functional `keras.Model` named "mlp": `[batch, *input_shape]` ->
+    logits `[batch, num_classes]` (no softmax).
+  """
+  dtype, io_dtype = L.resolve_dtype(dtype)
+  inputs = keras.Input(shape=tuple(input_shape), dtype=io_dtype,
+                       name="images")
+  x = keras.layers.Flatten(dtype=dtype, name="flatten")(inputs)
+  for i, width in enumerate(hidden_sizes, start=1):
+    x = keras.layers.Dense(width, use_bias=not batch_norm,
+                           kernel_initializer=L.kaiming_normal("fan_in"),
+                           dtype=dtype, name=f"dense{i}")(x)
+    if batch_norm:
+      x = L.batch_norm(x, f"bn{i}", dtype, bn_momentum, bn_epsilon)
+    x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
+  logits = keras.layers.Dense(
+      num_classes, kernel_initializer=L.kaiming_normal("fan_in"),
+      dtype=io_dtype, name="logits")(x)
+  return keras.Model(inputs, logits, name="mlp")
+
+
+@register("small_cnn")
+@gin.configurable("small_cnn", denylist=["num_classes", "input_shape"])
+def small_cnn(num_classes: int,
+              input_shape: Sequence[int] = (8, 8, 1),
+              filters: Sequence[int] = (32, 64),
+              bn_momentum: float = L.TORCH_BN_MOMENTUM,
+              bn_epsilon: float = L.TORCH_BN_EPSILON,
+              dtype: L.DType = None) -> keras.Model:
+  """Builds [Conv3x3 -> BN -> ReLU -> MaxPool2] * len(filters) -> GAP -> Dense.
+
+  Works at any input size: 8x8 -> 4x4 -> 2x2 on digits, 32x32 -> 16x16 ->
+  8x8 on CIFAR.
+
+  Args:
+    num_classes: number of logits K.
+    input_shape: `(height, width, channels)`.
+    filters: output channels of each conv layer.
+    bn_momentum: Keras BatchNorm momentum (0.9 = PyTorch's 0.1).
+    bn_epsilon: BatchNorm epsilon.
+    dtype: None (the global Keras policy), "float32", "float64" or a mixed
+      policy name.
+
+  Returns:
+    A functional `keras.Model` named "small_cnn": images
+    `[batch, *input_shape]` -> logits `[batch, num_classes]` (no softmax).
+  """
+  dtype, io_dtype = L.resolve_dtype(dtype)
+  inputs = keras.Input(shape=tuple(input_shape), dtype=io_dtype,
+                       name="images")
+  x = inputs
+  for i, width in enumerate(filters, start=1):
+    x = L.conv3x3(x, width, 1, f"conv{i}", L.kaiming_normal("fan_in"), dtype)
+    x = L.batch_norm(x, f"bn{i}", dtype, bn_momentum, bn_epsilon)
+    x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
+    # "same" pooling rounds up, so a 1x1 map passes through, never vanishes.
+    x = keras.layers.MaxPooling2D(2, padding="same", dtype=dtype,
+                                  name=f"pool{i}")(x)
+  x = keras.layers.GlobalAveragePooling2D(dtype=dtype, name="avg_pool")(x)
+  logits = keras.layers.Dense(
+      num_classes, kernel_initializer=L.kaiming_normal("fan_in"),
+      dtype=io_dtype, name="logits")(x)
+  return keras.Model(inputs, logits, name="small_cnn")
