@@ -1,0 +1,95 @@
+"""Builds `DataSplits` from in-memory arrays (digits, CIFAR, .npz)."""
+
+from typing import Callable, Optional, Sequence
+
+from absl import logging
+import numpy as np
+
+from mwn_tf.data import corruption
+from mwn_tf.data import splits as splits_lib
+
+
+def from_arrays(name: str, *, train_images: np.ndarray,
+                train_labels: np.ndarray, test_images: np.ndarray,
+                test_labels: np.ndarray, num_classes: int, num_meta: int,
+                noise_type: str, noise_rate: float, imbalance_factor: float,
+                seed: int, augment: bool, train_fn: Callable,
+                eval_fn: Callable, image_shape: Sequence[int],
+                train_source_index: Optional[np.ndarray] = None,
+                test_source_index: Optional[np.ndarray] = None,
+                superclass: Optional[np.ndarray] = None,
+                class_names: Optional[list] = None,
+                config: Optional[dict] = None) -> splits_lib.DataSplits:
+  """Meta split, long tail and noise (see `corruption.prepare`), then sources.
+
+  Args:
+    name: dataset name.
+    train_images: [n, H, W, C] source training images (uint8 or float32).
+    train_labels: [n] clean labels.
+    test_images: [m, H, W, C].
+    test_labels: [m].
+    num_classes: K.
+    num_meta, noise_type, noise_rate, imbalance_factor, seed: see
+      `corruption.prepare`.
+    augment: use `train_fn` on train and meta.
+    train_fn: (image, [2] seed) -> float32 image.
+    eval_fn: image -> float32 image.
+    image_shape: (H, W, C) after preprocessing.
+    train_source_index: [n] the `index` reported for each training example
+      (defaults to its position); lets a source map back to its own files.
+    test_source_index: [m] likewise for the test split.
+    superclass: [K] superclass of each class (hierarchical noise).
+    class_names: optional K names.
+    config: loader settings echoed in `summary()`.
+
+  Returns:
+    DataSplits with `arrays` holding the numpy labels/indices per split.
+  """
+  train_labels = np.asarray(train_labels, np.int64)
+  test_labels = np.asarray(test_labels, np.int32)
+  n, m = train_labels.shape[0], test_labels.shape[0]
+  src = (np.arange(n, dtype=np.int64) if train_source_index is None
+         else np.asarray(train_source_index, np.int64))
+  test_src = (np.arange(m, dtype=np.int64) if test_source_index is None
+              else np.asarray(test_source_index, np.int64))
+  prep = corruption.prepare(train_labels, num_classes, num_meta=num_meta,
+                            noise_type=noise_type, noise_rate=noise_rate,
+                            imbalance_factor=imbalance_factor, seed=seed,
+                            superclass=superclass)
+  arrays = {
+      "train": {"label": prep.train_labels, "clean_label": prep.train_clean,
+                "index": src[prep.train_index]},
+      "meta": {"label": prep.meta_labels, "clean_label": prep.meta_labels,
+               "index": src[prep.meta_index]},
+      "test": {"label": test_labels, "clean_label": test_labels,
+               "index": test_src},
+  }
+  sources = {
+      "train": splits_lib.ArraySource(train_images[prep.train_index],
+                                      **arrays["train"]),
+      "meta": splits_lib.ArraySource(train_images[prep.meta_index],
+                                     **arrays["meta"]),
+      "test": splits_lib.ArraySource(test_images, **arrays["test"]),
+  }
+  config = dict(config or {})
+  config.update(noise_type=noise_type, noise_rate=float(noise_rate),
+                imbalance_factor=float(imbalance_factor))
+  data = splits_lib.DataSplits(
+      name=name, num_classes=int(num_classes), image_shape=tuple(image_shape),
+      train_source=sources["train"], meta_source=sources["meta"],
+      test_source=sources["test"], train_fn=train_fn, eval_fn=eval_fn,
+      augment=bool(augment), seed=int(seed), transition_matrix=prep.matrix,
+      realised_noise_rate=prep.realised_noise_rate,
+      expected_noise_rate=prep.expected_noise_rate,
+      class_counts=np.bincount(prep.train_clean, minlength=num_classes),
+      meta_class_counts=np.bincount(prep.meta_labels, minlength=num_classes),
+      config=config, class_names=class_names, arrays=arrays)
+  logging.info("Dataset %s: %s", name, data.summary(include_matrix=False))
+  return data
+
+
+def default_num_meta(num_classes: int, imbalance_factor: float,
+                     noise_default: int) -> int:
+  """The paper's meta-set size: 10 per class for long tail, else the noise
+  experiments' size (1000 for CIFAR)."""
+  return 10 * num_classes if imbalance_factor > 1 else noise_default

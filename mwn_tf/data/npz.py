@@ -1,0 +1,128 @@
+"""Bring your own data: one .npz file through the same meta/noise/long-tail
+machinery as CIFAR.
+
+Required arrays:
+  x_train  [n, H, W, C] or [n, H, W]  uint8 (scaled by 1/255) or float
+  y_train  [n] int clean labels in [0, K)
+  x_test   [m, H, W, C] or [m, H, W]
+  y_test   [m] int
+Optional arrays:
+  class_names  [K] str        (K = len(class_names); else max label + 1)
+  superclass   [K] int        superclass of each class (hierarchical noise)
+
+Write one with
+  np.savez("my.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+`index` is the position in x_train / x_test.
+"""
+
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from mwn_tf.data import corruption
+from mwn_tf.data import in_memory
+from mwn_tf.data import preprocessing
+from mwn_tf.data import registry
+
+REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read(path: str) -> dict:
+  """The arrays of `path`, checked against the documented layout."""
+  if not path:
+    raise ValueError("npz needs a file: bind npz.path = '/path/to/data.npz'.")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"npz file {path} does not exist.")
+  with np.load(path, allow_pickle=False) as f:
+    arrays = {k: f[k] for k in f.files}
+  for key in REQUIRED_KEYS:
+    if key not in arrays:
+      raise ValueError(f"{path} has no array {key!r}; an mwn_tf .npz needs "
+                       f"{', '.join(REQUIRED_KEYS)} (optional class_names, "
+                       "superclass).")
+  for split in ("train", "test"):
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    if x.ndim == 3:
+      arrays[f"x_{split}"] = x = x[..., None]
+    if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+      raise ValueError(f"{path}: x_{split} must be [n, H, W(, C)] and "
+                       f"y_{split} [n] with the same n; got {x.shape} and "
+                       f"{y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+      raise ValueError(f"{path}: y_{split} must hold integer labels >= 0.")
+  if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+    raise ValueError(f"{path}: x_train and x_test image shapes differ "
+                     f"({arrays['x_train'].shape[1:]} vs "
+                     f"{arrays['x_test'].shape[1:]}).")
+  return arrays
+
+
+@registry.register("npz")
+def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
+        noise_type: str = "none", noise_rate: float = 0.0,
+        imbalance_factor: float = 1.0, seed: int = 0, augment: bool = False,
+        standardize: bool = True):
+  """A user .npz (layout in the module docstring) as DataSplits.
+
+  Args:
+    path: the .npz file.
+    num_meta: meta-set size, multiple of K; None: 10 per class.
+    noise_type: none, uniform, flip, flip2 or hierarchical (needs the
+      'superclass' array).
+    noise_rate: in [0, 1].
+    imbalance_factor: >= 1; the long tail is applied first, then noise.
+    seed: experiment seed.
+    augment: reflect-pad 4 / random crop / random horizontal flip on train
+      and meta (CIFAR-style; leave off for data where flips change meaning).
+    standardize: per-channel (x - mean) / std with the statistics of x_train.
+
+  Returns:
+    DataSplits; images float32 [H, W, C].
+  """
+  arrays = _read(path)
+  superclass = arrays.get("superclass")
+  corruption.validate(noise_type, noise_rate, imbalance_factor,
+                      has_superclasses=superclass is not None,
+                      dataset=os.path.basename(path))
+  y_train, y_test = arrays["y_train"], arrays["y_test"]
+  if "class_names" in arrays:
+    class_names = [str(c) for c in arrays["class_names"]]
+    num_classes = len(class_names)
+  else:
+    class_names = None
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+  if max(y_train.max(), y_test.max()) >= num_classes:
+    raise ValueError(f"{path}: labels must be < len(class_names) = "
+                     f"{num_classes}.")
+  x_train = arrays["x_train"]
+  scale = 255.0 if x_train.dtype == np.uint8 else 1.0
+  channels = x_train.shape[-1]
+  mean, std = (0.0,) * channels, (1.0,) * channels
+  if standardize:
+    flat = x_train.reshape(-1, channels).astype(np.float64) / scale
+    mean = tuple(float(v) for v in flat.mean(axis=0))
+    std = tuple(float(max(v, 1e-8)) for v in flat.std(axis=0))
+
+  def eval_fn(image):
+    return preprocessing.normalize(tf.cast(image, tf.float32) / scale, mean,
+                                   std)
+
+  def train_fn(image, seed_pair):
+    image = tf.cast(image, tf.float32) / scale
+    return preprocessing.normalize(
+        preprocessing.pad_crop_flip(image, seed_pair), mean, std)
+
+  if num_meta is None:
+    num_meta = 10 * num_classes
+  return in_memory.from_arrays(
+      "npz", train_images=x_train, train_labels=y_train,
+      test_images=arrays["x_test"], test_labels=y_test,
+      num_classes=num_classes, num_meta=num_meta, noise_type=noise_type,
+      noise_rate=noise_rate, imbalance_factor=imbalance_factor, seed=seed,
+      augment=augment, train_fn=train_fn, eval_fn=eval_fn,
+      image_shape=x_train.shape[1:], superclass=superclass,
+      class_names=class_names,
+      config={"path": os.fspath(path), "standardize": bool(standardize),
+              "mean": list(mean), "std": list(std)})
