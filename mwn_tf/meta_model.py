@@ -18,6 +18,23 @@ training mode, so the logits (and the BatchNorm batch statistics) are
 identical to a fresh forward; only its backward pass is new. BatchNorm moving
 statistics are taken from that one forward and written once, so the virtual
 and meta forwards never move them.
+
+Under a `tf.distribute` strategy with N replicas and the same GLOBAL batch
+(n train, m meta samples in all), the step means the same as on one device:
+every Σ over samples is a cross-replica sum (`ReplicaContext.all_reduce`,
+which is differentiable, so the tapes see through it), the virtual step uses
+the all-reduced gradient, c_i is normalised by the global n or Σw, the meta
+loss is the global meta-batch mean, and each replica hands the optimizers its
+*share* of the global gradient, which `optimizer.apply` sums across replicas
+exactly once. Two things are per replica unless asked otherwise:
+
+  * BatchNorm batch statistics (each replica normalises by its own n/N
+    samples, as Keras does; `sync_batchnorm=True` makes them global). The
+    moving statistics written in stage 3 are the replica MEAN of each
+    replica's update, so every replica holds the same values (Keras' own BN
+    would let the replicas' copies drift apart and checkpoint replica 0's).
+  * `virtual_step="local"` (cheaper) keeps stages 1-2 on each replica's own
+    samples; see `MetaWeightModel`.
 """
 
 from typing import Optional
@@ -26,10 +43,12 @@ import gin
 import keras
 import tensorflow as tf
 
+from mwn_tf.strategy import synchronize_batchnorm
 from mwn_tf.weight_net import WeightNet
 
 METHODS = ("mwn", "baseline")
 NORMALIZATIONS = ("none", "sum")
+VIRTUAL_STEPS = ("global", "local")
 
 
 def per_sample_loss(labels, logits):
@@ -47,32 +66,48 @@ def per_sample_loss(labels, logits):
 
 
 def cross_replica_sum(x):
-  """Sums `x` over replicas; differentiable, identity on one replica."""
+  """Sums `x` (a tensor or a list of them) over replicas.
+
+  Differentiable (the gradient of an all-sum is an all-sum), so it may sit
+  inside a tape; the identity on one replica and in cross-replica context.
+  """
   ctx = tf.distribute.get_replica_context()
   if ctx is None or ctx.num_replicas_in_sync == 1:
     return x
   return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
-def loss_coefficients(weights, mode):
+def replica_local(x):
+  """The identity: a sum that stays on this replica (see `virtual_step`)."""
+  return x
+
+
+def num_replicas():
+  """Replicas in sync in the current context (1 outside any strategy)."""
+  ctx = tf.distribute.get_replica_context()
+  return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def loss_coefficients(weights, mode, total=cross_replica_sum):
   """Per-sample coefficients c such that the weighted loss is Σ_i c_i L_i.
 
-  Sums run over the GLOBAL batch (all replicas), so N replicas compute the
-  same coefficients as one device with the same global batch.
+  By default sums run over the GLOBAL batch (all replicas), so N replicas
+  compute the same coefficients as one device with the same global batch.
 
   Args:
     weights: `[batch]` outputs of V on this replica's samples.
     mode: "none" (c = w / n) or "sum" (c = w / Σw; Σw = 0 leaves w as is,
       as the official code does).
+    total: How a per-replica sum becomes the normaliser: `cross_replica_sum`
+      (global batch) or `replica_local` (this replica's samples only).
 
   Returns:
     `[batch]` coefficients.
   """
   if mode == "none":
-    n = cross_replica_sum(tf.cast(tf.shape(weights)[0], weights.dtype))
-    return weights / n
-  total = cross_replica_sum(tf.reduce_sum(weights))
-  return weights / tf.where(tf.equal(total, 0.0), tf.ones_like(total), total)
+    return weights / total(tf.cast(tf.shape(weights)[0], weights.dtype))
+  norm = total(tf.reduce_sum(weights))
+  return weights / tf.where(tf.equal(norm, 0.0), tf.ones_like(norm), norm)
 
 
 def _unpack_batch(batch, where):
@@ -113,6 +148,21 @@ class MetaWeightModel(keras.Model):
   on digits at 40% and 60% uniform noise: see README "Choice of weight
   normalisation". `"none"` stays available for MW-Net.py's ResNet-32 setup.
 
+  Distributed training (issue 5): build this model, `compile()` it (both
+  optimizers) and restore checkpoints inside `strategy.scope()`, and feed
+  each replica global_batch / N samples. With `virtual_step="global"` (the
+  default) N replicas take exactly the step one device takes on the global
+  batch (up to float rounding and the BatchNorm note in the module doc).
+  `virtual_step="local"` skips the all-reduce of the classifier gradient
+  inside the tapes (it is one |θ|-sized all-reduce forward and one more in
+  the meta backward pass, per step): each replica then takes its virtual step
+  with c_i normalised over its own n/N samples and its own gradient, and
+  differentiates its own meta-batch share through that, so V's update is the
+  MEAN over replicas of N single-device meta-gradients at batch n/N, m/N
+  (train and meta samples interact only within a replica). The actual
+  classifier update (stage 3) is unchanged and global in both modes. On one
+  device the two modes are identical.
+
   Args:
     classifier: A built `keras.Model` mapping images to logits
       `[batch, num_classes]`.
@@ -126,6 +176,11 @@ class MetaWeightModel(keras.Model):
       decoupled, leave it unset). Not applied in the virtual step.
     meta_weight_decay: The same for V's gradient (official: 1e-4 with Adam).
     check_labels: Assert that labels lie in [0, num_classes).
+    virtual_step: "global" (exact, the default) or "local", see above.
+    sync_batchnorm: Switch every BatchNormalization layer of `classifier` to
+      `synchronized=True` (batch statistics over the global batch, in all
+      three stages; costs an all-reduce per BN layer per forward and its
+      backward). Without a strategy it changes nothing but float rounding.
     name: Keras name.
   """
 
@@ -138,6 +193,8 @@ class MetaWeightModel(keras.Model):
                weight_decay: float = 5e-4,
                meta_weight_decay: float = 1e-4,
                check_labels: bool = True,
+               virtual_step: str = "global",
+               sync_batchnorm: bool = False,
                name: str = "meta_weight_model"):
     if not isinstance(classifier, keras.Model):
       raise TypeError(
@@ -155,6 +212,9 @@ class MetaWeightModel(keras.Model):
     if normalize_weights not in NORMALIZATIONS:
       raise ValueError(f"normalize_weights must be one of {NORMALIZATIONS}, "
                        f"got {normalize_weights!r}.")
+    if virtual_step not in VIRTUAL_STEPS:
+      raise ValueError(f"virtual_step must be one of {VIRTUAL_STEPS}, got "
+                       f"{virtual_step!r}.")
     for arg, value in (("weight_decay", weight_decay),
                        ("meta_weight_decay", meta_weight_decay)):
       if not value >= 0:
@@ -167,6 +227,9 @@ class MetaWeightModel(keras.Model):
         dtype=classifier.dtype_policy)
     self.method = method
     self.normalize_weights = normalize_weights
+    self.virtual_step = virtual_step
+    if sync_batchnorm:
+      synchronize_batchnorm(classifier)
     self.weight_decay = float(weight_decay)
     self.meta_weight_decay = float(meta_weight_decay)
     self.check_labels = check_labels
@@ -213,6 +276,14 @@ class MetaWeightModel(keras.Model):
           keras.optimizers.Adam(1e-3))
       self.meta_optimizer.build(self.weight_net.trainable_variables)
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras 3 (TF backend), for a model made under a strategy, builds it in
+    # fit()/evaluate() by all-reducing one whole input batch with MEAN: that
+    # fails on bool tensors (our batches' `is_noisy`) and ships a batch of
+    # images between devices for nothing. Both sub-models are built in
+    # __init__ and both optimizers in compile(), so there is nothing to build.
+    del iterator, data_batch
+
   @property
   def metrics(self):
     names = ["loss", "weighted_loss", "accuracy"]
@@ -247,12 +318,18 @@ class MetaWeightModel(keras.Model):
             theta, state, x, training=True, return_losses=True)
         losses = per_sample_loss(y, logits)
         coeffs = loss_coefficients(tf.ones_like(losses), "none")
-        objective = tf.reduce_sum(coeffs * losses) + self._sum(reg)
+        # This replica's share of Σ c L + reg; optimizer.apply sums shares.
+        objective = (tf.reduce_sum(coeffs * losses) +
+                     self._sum(reg) / num_replicas())
       grads = tape.gradient(objective, theta)
       self._apply_classifier_update(grads, theta, new_state)
       return self._report(losses, coeffs, logits, y, None, noisy)
 
     alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
+    # Sums of stages 1-2: global (exact) or this replica's (class doc).
+    total = cross_replica_sum if self.virtual_step == "global" else (
+        replica_local)
+    meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
     with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
       meta_tape.watch(phi)
       # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
@@ -263,27 +340,28 @@ class MetaWeightModel(keras.Model):
             theta, state, x, training=True, return_losses=True)
         losses = per_sample_loss(y, logits)
       coeffs = loss_coefficients(
-          self.weights_for(tf.stop_gradient(losses)), self.normalize_weights)
-      grads = [cross_replica_sum(g) for g in tape.gradient(
-          losses, theta, output_gradients=coeffs)]
+          self.weights_for(tf.stop_gradient(losses)), self.normalize_weights,
+          total)
+      grads = total(tape.gradient(losses, theta, output_gradients=coeffs))
       fast_theta = [t - tf.cast(alpha, t.dtype) * g
                     for t, g in zip(theta, grads)]
       # Stage 2: meta loss of the virtual classifier on the clean batch.
       meta_logits, _ = self.classifier.stateless_call(
           fast_theta, state, x_meta, training=True)
       meta_losses = per_sample_loss(y_meta, meta_logits)
-      meta_loss = tf.reduce_sum(meta_losses) / cross_replica_sum(
-          tf.cast(tf.shape(meta_losses)[0], meta_losses.dtype))
+      # This replica's share of the global meta-batch mean.
+      meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
+                                                    meta_losses.dtype)
     meta_grads = meta_tape.gradient(meta_loss, phi)
     self.meta_optimizer.apply(
-        [g + self.meta_weight_decay * p for g, p in zip(meta_grads, phi)], phi)
+        self._decayed(meta_grads, phi, self.meta_weight_decay), phi)
 
     # Stage 3: weights from the updated V, no gradient; the actual update
     # reuses stage 1's forward (same θ, same batch) through the kept tape.
     weights = tf.stop_gradient(self.weights_for(tf.stop_gradient(losses)))
     coeffs = loss_coefficients(weights, self.normalize_weights)
     grads = tape.gradient([losses] + list(reg), theta,
-                          output_gradients=[coeffs] + [None] * len(reg))
+                          output_gradients=[coeffs] + self._shares(reg))
     del tape
     self._apply_classifier_update(grads, theta, new_state)
     self._update_meta_metrics(meta_losses, meta_logits, y_meta, weights, noisy)
@@ -291,13 +369,26 @@ class MetaWeightModel(keras.Model):
 
   # --------------------------------------------------------------------------
   def _apply_classifier_update(self, grads, theta, new_state):
-    grads = [g + self.weight_decay * t for g, t in zip(grads, theta)]
-    self.optimizer.apply(grads, theta)
+    self.optimizer.apply(self._decayed(grads, theta, self.weight_decay), theta)
     # BatchNorm moving statistics from the one training-mode forward on the
     # train batch; the virtual and meta forwards never reach the variables.
+    # Their aggregation is NONE, so in a replica context each replica writes
+    # its own copy: write the same replica mean everywhere.
     for variable, value in zip(self.classifier.non_trainable_variables,
-                               new_state):
+                               _replica_mean(new_state)):
       variable.assign(value)
+
+  @staticmethod
+  def _decayed(grads, variables, decay):
+    """grads + decay·θ, per replica: `optimizer.apply` all-reduces with SUM,
+    so each replica adds 1/N of the decay and the sum holds it once."""
+    share = decay / num_replicas()
+    return [g + share * v for g, v in zip(grads, variables)]
+
+  @staticmethod
+  def _shares(reg):
+    """d(objective)/d(reg loss) per replica: 1/N, for the same reason."""
+    return [tf.cast(1.0 / num_replicas(), r.dtype) for r in reg]
 
   def _update_meta_metrics(self, meta_losses, meta_logits, y_meta, weights,
                            noisy):
@@ -316,7 +407,7 @@ class MetaWeightModel(keras.Model):
     m["weighted_loss"].update_state(
         cross_replica_sum(tf.reduce_sum(coeffs * losses)))
     m["accuracy"].update_state(y, logits)
-    return {metric.name: metric.result() for metric in self.metrics}
+    return _global_results(self.metrics)
 
   @staticmethod
   def _sum(reg):
@@ -329,7 +420,7 @@ class MetaWeightModel(keras.Model):
     m = self._train_metrics
     m["loss"].update_state(per_sample_loss(y, logits))
     m["accuracy"].update_state(y, logits)
-    return {"loss": m["loss"].result(), "accuracy": m["accuracy"].result()}
+    return _global_results([m["loss"], m["accuracy"]])
 
   # --------------------------------------------------------------------------
   def _read_pair(self, data):
@@ -379,6 +470,45 @@ class MetaWeightModel(keras.Model):
       with tf.control_dependencies(checks):
         y = tf.identity(y)
     return y
+
+
+def _global_results(metrics):
+  """{name: result} of `metrics` over ALL replicas, for a step's logs.
+
+  In a replica context `metric.result()` sees only this replica's share, and
+  Keras reduces the per-replica logs by a plain mean (first replica on TPU):
+  not the global value when replicas hold different counts (`weight_clean`).
+  One all-reduce of the metrics' few scalars makes every replica report the
+  global result, so any of those reductions is exact.
+  """
+  # tf.identity: a read of an on-read variable carries no device, which
+  # MultiWorkerMirroredStrategy's all-reduce needs.
+  local = [[tf.identity(v.value) for v in m.variables]
+           for m in metrics]
+  total = cross_replica_sum(local)
+  logs = {m.name: m.stateless_result(v) for m, v in zip(metrics, total)}
+  strategy = tf.distribute.get_strategy()
+  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
+      strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
+    # Keras 3 reduces logs across workers with strategy.reduce(MEAN, v,
+    # axis=0), which fails on scalars (tensorflow/tensorflow#72388); it
+    # reduces [1]-vectors to the scalars wanted.
+    logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+  return logs
+
+
+def _replica_mean(state):
+  """Floating tensors averaged over replicas; others (e.g. RNG seeds, which
+  every replica advances identically) unchanged."""
+  n = num_replicas()
+  floats = [i for i, s in enumerate(state) if s.dtype.is_floating]
+  if n == 1 or not floats:
+    return state
+  summed = cross_replica_sum([state[i] for i in floats])
+  state = list(state)
+  for i, total in zip(floats, summed):
+    state[i] = total / n
+  return state
 
 
 # Registered this way (not with @gin.configurable on the class) because Keras 3

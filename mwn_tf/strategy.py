@@ -1,0 +1,171 @@
+"""One place that turns `--strategy` / `--tpu` into a `tf.distribute.Strategy`.
+
+The runner builds the model, both optimizers, the metrics and the checkpoint
+restore inside `strategy.scope()`, and derives the per-replica batch from the
+GLOBAL batch in the config and `strategy.num_replicas_in_sync`, so changing
+the strategy never changes what a step means (see `mwn_tf.meta_model`).
+"""
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(name: str = "default",
+                 tpu: Optional[str] = None) -> tf.distribute.Strategy:
+  """Builds the distribution strategy named by `name`.
+
+  Args:
+    name: One of
+      "default": no distribution (the default strategy; one device).
+      "mirrored": `MirroredStrategy` over every local GPU; on a machine
+        without GPUs, over its logical CPU devices (one unless the CPU was
+        split with `tf.config.set_logical_device_configuration` before TF
+        initialised, as launch/multi_gpu.sh does for a dry run).
+      "multi_worker": `MultiWorkerMirroredStrategy`; every worker reads the
+        cluster and its own task from the TF_CONFIG environment variable.
+      "tpu": `TPUStrategy` on the TPU named by `tpu`.
+    tpu: For "tpu" only: the TPU's name or gRPC address (`grpc://ip:8470`),
+      or "local" on a Cloud TPU VM. None (or "") lets the resolver read the
+      environment (TPU_NAME; on a TPU VM, the local chips).
+
+  Returns:
+    The strategy. Enter `strategy.scope()` before creating variables.
+
+  Raises:
+    ValueError: `name` is unknown, `tpu` is given for a non-TPU strategy, or
+      TF_CONFIG is malformed.
+    RuntimeError: the TPU cannot be found or reached.
+  """
+  if name not in STRATEGIES:
+    raise ValueError(
+        f"Unknown strategy {name!r}; expected one of {STRATEGIES}. Use "
+        f"'mirrored' for several GPUs on one machine, 'multi_worker' for "
+        f"several machines (TF_CONFIG), 'tpu' with --tpu=<name|address|local>.")
+  if tpu and name != "tpu":
+    raise ValueError(
+        f"--tpu={tpu!r} was given with --strategy={name!r}; pass "
+        f"--strategy=tpu to use a TPU, or drop --tpu.")
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    devices = None  # MirroredStrategy's default: every GPU.
+    if not tf.config.list_logical_devices("GPU"):
+      devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == "multi_worker":
+    _check_tf_config()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  return _tpu_strategy(tpu)
+
+
+def tpu_resolver(tpu: Optional[str] = None):
+  """The cluster resolver for `tpu` (split out so tests can check arguments).
+
+  Args:
+    tpu: TPU name, `grpc://` address, "local" (Cloud TPU VM), or None/"" to
+      let the resolver use the environment.
+
+  Returns:
+    A `tf.distribute.cluster_resolver.TPUClusterResolver`.
+
+  Raises:
+    RuntimeError: no TPU matches `tpu`.
+  """
+  try:
+    return tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+  except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    raise RuntimeError(
+        f"Cannot find the TPU {tpu!r} ({e}). On a Cloud TPU VM pass "
+        f"--tpu=local; for a TPU node pass its name or grpc://<ip>:8470 from "
+        f"`gcloud compute tpus list`, and check its zone and project.") from e
+
+
+def _tpu_strategy(tpu):
+  resolver = tpu_resolver(tpu)
+  try:
+    # A remote TPU (a TPU node) must be connected to; a TPU VM is local.
+    if tpu not in (None, "", "local"):
+      tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    raise RuntimeError(
+        f"Found the TPU {tpu!r} but could not initialise it ({e}). Is it "
+        f"READY (`gcloud compute tpus tpu-vm describe`), is no other process "
+        f"holding it, and does its TF version match this one "
+        f"({tf.__version__})?") from e
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def _check_tf_config():
+  """Fails early, with a readable message, on a broken TF_CONFIG.
+
+  A missing TF_CONFIG is allowed: MultiWorkerMirroredStrategy then runs as
+  one worker (a one-machine dry run).
+  """
+  raw = os.environ.get("TF_CONFIG")
+  if not raw:
+    return
+  example = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+             '"task": {"type": "worker", "index": 0}}')
+  try:
+    config = json.loads(raw)
+    kind, index = config["task"]["type"], int(config["task"]["index"])
+    tasks = config["cluster"][kind]
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"TF_CONFIG is not valid ({e!r}); expected e.g. "
+                     f"{example}, got {raw!r}.") from e
+  if not 0 <= index < len(tasks):
+    raise ValueError(f"TF_CONFIG task index {index} is out of range for the "
+                     f"{len(tasks)} {kind!r} task(s) in {raw!r}.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes checkpoints, summaries and results.
+
+  True for every single-process strategy. Under MultiWorkerMirroredStrategy
+  only the chief: task "chief", or worker 0 when the cluster has no "chief".
+  """
+  return bool(strategy.extended.should_checkpoint)
+
+
+def work_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """Where this process saves checkpoints: `model_dir`, or a scratch folder.
+
+  Every MultiWorkerMirroredStrategy worker must take part in a checkpoint save
+  (reading the metrics' on-read variables runs collectives), but only the
+  chief's copy is kept: the others save into `model_dir/workertemp_<id>` and
+  delete it at the end. All workers RESTORE from the chief's checkpoints.
+  """
+  if is_chief(strategy):
+    return model_dir
+  return os.path.join(model_dir,
+                      f"workertemp_{strategy.cluster_resolver.task_id}")
+
+
+def synchronize_batchnorm(model) -> int:
+  """Switches every Keras BatchNormalization layer in `model` to synchronized.
+
+  A synchronized BN computes its training-mode batch statistics over the
+  GLOBAL batch (all replicas) with differentiable all-reduces, so N replicas
+  normalise exactly as one device on the global batch. Keras reads the flag at
+  call time, so this works on a built model, before the step is traced.
+
+  Args:
+    model: a Keras layer or model.
+
+  Returns:
+    How many layers were switched.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+
+  count = 0
+  for layer in model._flatten_layers(include_self=True):  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.synchronized = True
+      count += 1
+  return count
