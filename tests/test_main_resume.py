@@ -1,0 +1,87 @@
+"""Kill -9 mid-run, rerun the same command: it resumes from the checkpoint and
+ends where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mwn_tf import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 3 epochs of 37 steps, a checkpoint every 5 steps.
+BINDINGS = ["train_eval.train_steps = None", "train_eval.epochs = 3",
+            "train_eval.batch_size = 32", "train_eval.checkpoint_every_n_steps = 5",
+            "train_eval.summary_every_n_steps = 0",
+            "train_eval.sample_every_n_epochs = 0", "train_eval.export = False"]
+
+
+def command(model_dir):
+  return ([sys.executable, "-m", "mwn_tf.main", "--gin_file=gin/smoke.gin",
+           f"--model_dir={model_dir}"] +
+          [f"--gin_param={b}" for b in BINDINGS])
+
+
+def final_variables(model_dir):
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+  return {name: tf.train.load_variable(path, name)
+          for name, _ in tf.train.list_variables(path)
+          if name.startswith(("classifier/", "weight_net/", "optimizer/",
+                              "meta_optimizer/"))}
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  killed = tmp_path / "killed"
+  state_file = killed / "checkpoints" / "checkpoint"
+  proc = subprocess.Popen(command(killed), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not state_file.exists() and proc.poll() is None:
+    assert time.time() < deadline, "no checkpoint within 240 s"
+    time.sleep(0.02)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "finished before the kill"
+  saved = tf.train.latest_checkpoint(str(killed / "checkpoints"))
+  killed_at = int(saved.rsplit("-", 1)[1])
+  assert 0 < killed_at < 111
+  results = killed / "results.json"
+  assert not results.exists() or not json.loads(results.read_text())[
+      "finished"]
+
+  resumed = subprocess.run(command(killed), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resuming from {saved}" in resumed.stderr
+  after = json.loads(results.read_text())
+
+  # The uninterrupted reference, in this process.
+  gin.parse_config_files_and_bindings([os.path.join(REPO, "gin/smoke.gin")],
+                                      BINDINGS)
+  reference = train.train_eval(str(tmp_path / "reference"))
+  gin.clear_config()
+
+  assert after["finished"] and after["steps"] == reference["steps"] == 111
+  assert len(after["history"]) == 3
+  for got, want in zip(after["history"], reference["history"]):
+    assert got["step"] == want["step"]
+    assert got["test"]["accuracy"] == pytest.approx(want["test"]["accuracy"],
+                                                    abs=0.0021)  # 1/500
+    for part in ("train", "meta"):
+      for key, val in want[part].items():
+        assert got[part][key] == pytest.approx(val, rel=1e-4), (part, key)
+  ref_vars = final_variables(tmp_path / "reference")
+  got_vars = final_variables(killed)
+  assert ref_vars.keys() == got_vars.keys() and len(ref_vars) > 10
+  for name, want in ref_vars.items():
+    np.testing.assert_allclose(got_vars[name], want, rtol=1e-4, atol=1e-6,
+                               err_msg=name)
