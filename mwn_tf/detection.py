@@ -1,0 +1,410 @@
+"""Which training labels MW-Net distrusts, and how well that finds noise.
+
+The per-sample table (`Samples`: index, label, loss, weight and, when the
+corruption is known, clean_label / is_noisy), its ranking (lowest weight
+first), the detection metrics of "low weight => corrupted label" against
+the known corruption, and the .npz files these come from. NumPy and
+scikit-learn only; `mwn_tf.analyze` is the command line on top.
+"""
+
+import csv
+import dataclasses
+import os
+import zipfile
+import zlib
+from typing import Optional, Sequence
+
+import numpy as np
+from sklearn import metrics as sk_metrics
+
+SAMPLE_KEYS = ("index", "label", "loss", "weight")
+# `score` data files: role -> accepted array names (first present wins).
+DATA_KEYS = {"image": ("image", "x"), "label": ("label", "y"),
+             "index": ("index",), "clean_label": ("clean_label",),
+             "is_noisy": ("is_noisy",)}
+
+
+class AnalysisError(ValueError):
+  """A problem with the user's files or settings; the message names the fix."""
+
+
+@dataclasses.dataclass
+class Samples:
+  """Per-sample losses and weights of one labelled set.
+
+  Attributes:
+    index: `[n]` int64 sample ids (position in the source split).
+    label: `[n]` int64 observed (possibly corrupted) labels.
+    loss: `[n]` float64 cross-entropy of `label` under the classifier.
+    weight: `[n]` float64 V(loss).
+    clean_label: optional `[n]` int64 true labels, -1 where unknown.
+    is_noisy: optional `[n]` bool, label != clean label (False if unknown).
+  """
+  index: np.ndarray
+  label: np.ndarray
+  loss: np.ndarray
+  weight: np.ndarray
+  clean_label: Optional[np.ndarray] = None
+  is_noisy: Optional[np.ndarray] = None
+
+  def __len__(self) -> int:
+    return int(self.index.shape[0])
+
+  @property
+  def has_truth(self) -> bool:
+    return self.clean_label is not None or self.is_noisy is not None
+
+  def truth(self):
+    """(`[n]` bool: clean label known, `[n]` bool: corrupted), or None.
+
+    `clean_label` decides when present (as the data pipeline derives
+    `is_noisy` from it); `is_noisy` alone marks every sample as known.
+    """
+    if not self.has_truth:
+      return None
+    if self.clean_label is not None:
+      known = self.clean_label >= 0
+      noisy = known & (self.label != self.clean_label)
+    else:
+      known = np.ones(len(self), bool)
+      noisy = self.is_noisy.astype(bool)
+    return known, noisy
+
+
+def samples_from_arrays(arrays: dict, source: str) -> Samples:
+  """Validates arrays into `Samples`.
+
+  Args:
+    arrays: name -> array with at least `SAMPLE_KEYS`, optionally
+      `clean_label` and `is_noisy`.
+    source: the file (or description) named in error messages.
+
+  Raises:
+    AnalysisError: a missing key, mismatched lengths, non-finite values or
+      duplicate indices.
+  """
+  missing = [k for k in SAMPLE_KEYS if k not in arrays]
+  if missing:
+    raise AnalysisError(
+        f"{source} has no array {missing[0]!r}; a sample-weights file needs "
+        f"{', '.join(SAMPLE_KEYS)} (optional clean_label, is_noisy). It has "
+        f"{sorted(arrays)}.")
+  out = {k: np.asarray(arrays[k]) for k in SAMPLE_KEYS + (
+      "clean_label", "is_noisy") if k in arrays}
+  n = out["index"].reshape(-1).shape[0]
+  for key, value in out.items():
+    if value.ndim != 1 or value.shape[0] != n:
+      raise AnalysisError(f"{source}: {key!r} must have shape [{n}] like "
+                          f"'index', got {list(value.shape)}.")
+  if n == 0:
+    raise AnalysisError(f"{source} holds no samples.")
+  for key in ("loss", "weight"):
+    bad = ~np.isfinite(out[key].astype(np.float64))
+    if bad.any():
+      raise AnalysisError(f"{source}: {int(bad.sum())} of {n} values of "
+                          f"{key!r} are NaN or infinite (first at position "
+                          f"{int(np.argmax(bad))}).")
+  if np.unique(out["index"]).shape[0] != n:
+    raise AnalysisError(f"{source}: 'index' has duplicate ids; each sample "
+                        "must appear once.")
+  return Samples(
+      index=out["index"].astype(np.int64), label=out["label"].astype(np.int64),
+      loss=out["loss"].astype(np.float64),
+      weight=out["weight"].astype(np.float64),
+      clean_label=(out["clean_label"].astype(np.int64)
+                   if "clean_label" in out else None),
+      is_noisy=out["is_noisy"].astype(bool) if "is_noisy" in out else None)
+
+
+def rank_order(weight: np.ndarray, loss: np.ndarray,
+               index: np.ndarray) -> np.ndarray:
+  """Positions sorted from most to least distrusted.
+
+  Lowest weight first; equal weights (a saturated V) put the higher loss
+  first, then the lower index, so the order is deterministic.
+
+  Args:
+    weight, loss, index: `[n]` arrays.
+
+  Returns:
+    `[n]` int positions.
+  """
+  return np.lexsort((index, -loss, weight))
+
+
+def write_ranking(samples: Samples, path: str) -> np.ndarray:
+  """Writes the ranking CSV (rank 1 = most distrusted) and returns the order.
+
+  Columns: rank, index, label, [clean_label, is_noisy,] loss, weight.
+  """
+  order = rank_order(samples.weight, samples.loss, samples.index)
+  truth = samples.truth()
+  header = ["rank", "index", "label"]
+  if samples.clean_label is not None:
+    header.append("clean_label")
+  if truth is not None:
+    header.append("is_noisy")
+  header += ["loss", "weight"]
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for rank, i in enumerate(order, start=1):
+      row = [rank, int(samples.index[i]), int(samples.label[i])]
+      if samples.clean_label is not None:
+        row.append(int(samples.clean_label[i]))
+      if truth is not None:
+        row.append(int(truth[1][i]) if truth[0][i] else "")
+      row += [f"{samples.loss[i]:.8g}", f"{samples.weight[i]:.8g}"]
+      writer.writerow(row)
+  return order
+
+
+def _metric(value) -> Optional[float]:
+  value = float(value)
+  return value if np.isfinite(value) else None
+
+
+def _scores(noisy: np.ndarray, weight: np.ndarray, loss: np.ndarray,
+            flagged: dict) -> dict:
+  """Detection metrics of one group of samples (overall or one class)."""
+  score = -weight  # Low weight => corrupted: the score rises as w falls.
+  both = 0 < noisy.sum() < noisy.shape[0]
+  out = {
+      "n": int(noisy.shape[0]), "n_noisy": int(noisy.sum()),
+      "noise_rate": _metric(noisy.mean()) if noisy.shape[0] else None,
+      # AUROC / AP need both kinds of sample; None when a group lacks one.
+      "auroc": _metric(sk_metrics.roc_auc_score(noisy, score)) if both
+               else None,
+      "average_precision": _metric(
+          sk_metrics.average_precision_score(noisy, score)) if both else None,
+      # The same ranking by loss alone ("small-loss trick"): V is a function
+      # of the loss, so it can only beat this by being non-monotone.
+      "auroc_loss": _metric(sk_metrics.roc_auc_score(noisy, loss)) if both
+                    else None,
+      "mean_weight_clean": _metric(weight[~noisy].mean()) if (
+          ~noisy).any() else None,
+      "mean_weight_noisy": _metric(weight[noisy].mean()) if noisy.any()
+                           else None,
+  }
+  for name, flags_ in flagged.items():
+    out[name] = {
+        "flagged": int(flags_.sum()),
+        "true_positives": int((flags_ & noisy).sum()),
+        "precision": _metric(sk_metrics.precision_score(
+            noisy, flags_, zero_division=np.nan)),
+        "recall": _metric(sk_metrics.recall_score(
+            noisy, flags_, zero_division=np.nan)),
+    }
+  return out
+
+
+def detection_report(samples: Samples, nominal_rate: Optional[float] = None,
+                     flag_rate: Optional[float] = None) -> Optional[dict]:
+  """How well "low weight" finds the corrupted labels.
+
+  Only samples whose clean label is known take part. The k = round(rate·N)
+  lowest-weight of them (in `rank_order`) are flagged as corrupted, for each
+  rate: the realised noise rate (then k = the number of corrupted samples,
+  so precision = recall by construction: the R-precision), the nominal rate
+  of the configuration (uniform noise at r corrupts only ≈ r·(K−1)/K labels,
+  because a draw may land on the true class) and `flag_rate` if given.
+  Per-class results group samples by OBSERVED label (what a user cleaning
+  the data can see), with the global flags; their AUROC ranks within the
+  class.
+
+  Args:
+    samples: per-sample table with `clean_label` and/or `is_noisy`.
+    nominal_rate: the configured noise rate, if known.
+    flag_rate: an extra flagging rate in [0, 1].
+
+  Returns:
+    A JSON-ready dict (None where a metric is undefined), or None when the
+    corruption is unknown.
+  """
+  truth = samples.truth()
+  if truth is None or not truth[0].any():
+    return None
+  known, noisy_all = truth
+  weight, loss = samples.weight[known], samples.loss[known]
+  label, noisy = samples.label[known], noisy_all[known]
+  n = int(noisy.shape[0])
+  rates = {"at_realised_rate": float(noisy.mean())}
+  if nominal_rate is not None:
+    rates["at_nominal_rate"] = float(nominal_rate)
+  if flag_rate is not None:
+    rates["at_flag_rate"] = float(flag_rate)
+  order = rank_order(weight, loss, samples.index[known])
+  rank = np.empty(n, np.int64)
+  rank[order] = np.arange(n)
+  # round(rate·N), halves up (Python's round() would go to even).
+  ks = {name: int(np.floor(rate * n + 0.5)) for name, rate in rates.items()}
+  flagged = {name: rank < k for name, k in ks.items()}
+  report = {
+      "rule": ("low weight => corrupted label; flag the k = round(rate * N) "
+               "lowest-weight samples"),
+      "num_samples": len(samples), "num_known": n,
+      "rates": {name: {"rate": rates[name], "k": ks[name]} for name in rates},
+      "overall": _scores(noisy, weight, loss, flagged),
+      "per_class": {},
+  }
+  for c in np.unique(label):
+    mask = label == c
+    report["per_class"][str(int(c))] = _scores(
+        noisy[mask], weight[mask], loss[mask],
+        {k: v[mask] for k, v in flagged.items()})
+  return report
+
+
+_RATE_TAGS = {"at_realised_rate": "real", "at_nominal_rate": "nom",
+              "at_flag_rate": "flag"}
+
+
+def format_report(report: dict) -> str:
+  """A readable table of `detection_report`'s output."""
+  lines = [f"Detection of corrupted labels (low weight => corrupted) on "
+           f"{report['num_known']} samples with known clean labels"]
+  columns = [("AUROC", lambda s: s["auroc"]),
+             ("AP", lambda s: s["average_precision"]),
+             ("AUROC(loss)", lambda s: s["auroc_loss"]),
+             ("w_clean", lambda s: s["mean_weight_clean"]),
+             ("w_noisy", lambda s: s["mean_weight_noisy"])]
+  for name, r in report["rates"].items():
+    tag = _RATE_TAGS[name]
+    lines.append(f"  {tag}: {name[3:].replace('_', ' ')} {r['rate']:.4f} -> "
+                 f"flag the k = {r['k']} lowest-weight samples "
+                 f"(P@{tag} / R@{tag}: precision / recall of those flags)")
+    columns += [(f"P@{tag}", lambda s, n=name: s[n]["precision"]),
+                (f"R@{tag}", lambda s, n=name: s[n]["recall"])]
+  lines.append(f"{'class':>6} {'n':>6} {'noisy':>6} " + " ".join(
+      f"{title:>{max(7, len(title))}}" for title, _ in columns))
+  if not report["overall"]["n_noisy"]:
+    lines.append("  No corrupted labels among them: nothing to detect.")
+  rows = [("all", report["overall"])] + list(report["per_class"].items())
+  for key, s in rows:
+    cells = []
+    for title, get in columns:
+      value, width = get(s), max(7, len(title))
+      cells.append(f"{'-':>{width}}" if value is None else
+                   f"{value:>{width}.3f}")
+    lines.append(f"{key:>6} {s['n']:>6} {s['n_noisy']:>6} " + " ".join(cells))
+  return "\n".join(lines)
+
+
+def _read_npz(path: str, keys: dict) -> tuple:
+  """Reads the arrays of an .npz by role.
+
+  Args:
+    path: the file.
+    keys: role -> accepted array names (the first present wins).
+
+  Returns:
+    (role -> array for the roles present, all array names in the file).
+
+  Raises:
+    AnalysisError: the file is missing, not an .npz archive, or an array in
+      it cannot be read (truncated, corrupt, pickled objects).
+  """
+  if not os.path.isfile(path):
+    raise AnalysisError(f"Data file {path} does not exist.")
+  try:
+    f = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise AnalysisError(f"{path} is not a readable .npz file "
+                        f"({type(e).__name__}: {e}).") from e
+  if not hasattr(f, "files"):
+    raise AnalysisError(f"{path} holds a single array, not an .npz archive "
+                        "of named arrays; write it with np.savez(path, "
+                        "image=..., label=...).")
+  out = {}
+  with f:
+    names = list(f.files)
+    for role, accepted in keys.items():
+      name = next((k for k in accepted if k in names), None)
+      if name is None:
+        continue
+      try:
+        out[role] = f[name]
+      except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+              zlib.error) as e:
+        raise AnalysisError(f"Cannot read array {name!r} of {path}: the file "
+                            f"is truncated or corrupt ({type(e).__name__}: "
+                            f"{e}).") from e
+  return out, names
+
+
+
+def load_labelled_npz(path: str, image_shape: Sequence[Optional[int]],
+                      num_classes: Optional[int] = None) -> dict:
+  """Reads a `score` data file (keys in the module docstring) and checks it.
+
+  Args:
+    path: the .npz file.
+    image_shape: `(H, W, C)` the classifier expects (None = any).
+    num_classes: K, to check the label range.
+
+  Returns:
+    dict with `image` `[n, H, W, C]` float32, `label` `[n]` int64, `index`
+    `[n]` int64 and, when present, `clean_label` `[n]` int64 and `is_noisy`
+    `[n]` bool.
+
+  Raises:
+    AnalysisError: naming the file and the key or the expected shape.
+  """
+  arrays, names = _read_npz(path, DATA_KEYS)
+  for role in ("image", "label"):
+    if role not in arrays:
+      raise AnalysisError(
+          f"{path} has no array {role!r} (or {DATA_KEYS[role][1]!r}); it has "
+          f"{names}. A score file needs image [n, H, W, C] and label [n] "
+          "(optional index, clean_label, is_noisy).")
+  images, labels = arrays["image"], arrays["label"]
+  want = "[n, " + ", ".join("?" if d is None else str(d)
+                            for d in image_shape) + "]"
+  if images.ndim == len(image_shape) and image_shape[-1] == 1:
+    images = images[..., None]  # [n, H, W] grey images.
+  if images.ndim != len(image_shape) + 1 or any(
+      d is not None and d != s for d, s in zip(image_shape, images.shape[1:])):
+    raise AnalysisError(
+        f"{path}: images have shape {list(images.shape)}, but the classifier "
+        f"expects {want} (its serving signature).")
+  if not np.issubdtype(images.dtype, np.number):
+    raise AnalysisError(f"{path}: images must be numeric, got {images.dtype}.")
+  n = images.shape[0]
+  out = {"image": images.astype(np.float32)}
+  for role in ("label", "index", "clean_label", "is_noisy"):
+    if role not in arrays:
+      continue
+    value = arrays[role]
+    if value.shape != (n,):
+      raise AnalysisError(f"{path}: {role!r} must have shape [{n}] (one per "
+                          f"image), got {list(value.shape)}.")
+    kind = np.bool_ if role == "is_noisy" else np.integer
+    if not (np.issubdtype(value.dtype, kind) or (
+        role == "is_noisy" and np.issubdtype(value.dtype, np.integer))):
+      raise AnalysisError(f"{path}: {role!r} must hold "
+                          f"{'booleans' if role == 'is_noisy' else 'integers'}"
+                          f", got dtype {value.dtype}.")
+    out[role] = value.astype(bool if role == "is_noisy" else np.int64)
+  for role, low in (("label", 0), ("clean_label", -1)):
+    if role not in out:
+      continue
+    bad = out[role] < low
+    if num_classes is not None:
+      bad |= out[role] >= num_classes
+    if bad.any():
+      first = int(np.argmax(bad))
+      raise AnalysisError(
+          f"{path}: {role!r} has {int(bad.sum())} values outside [{low}, "
+          f"{num_classes}) (the classifier has {num_classes} classes); the "
+          f"first at position {first} is {int(out[role][first])}.")
+  out.setdefault("index", np.arange(n, dtype=np.int64))
+  return out
+
+
+def load_samples(path: str) -> Samples:
+  """Reads a run's sample-weights .npz (`SAMPLE_KEYS` + optional truth)."""
+  keys = {k: (k,) for k in SAMPLE_KEYS + ("clean_label", "is_noisy")}
+  arrays, _ = _read_npz(path, keys)
+  return samples_from_arrays(arrays, path)
+
