@@ -490,7 +490,7 @@ def test_resnet50_shape_count_and_batchnorm(resnet50_model):
 
 
 def test_resnet50_from_scratch_logs_it(caplog):
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     models.get("resnet50", num_classes=2, input_shape=(32, 32, 3))
   assert any("from scratch" in r.getMessage() for r in caplog.records)
 
@@ -518,7 +518,7 @@ def _assert_same_backbone(reference, model, x):
 def test_resnet50_weights_round_trip(resnet50_model, tmp_path, caplog):
   path = str(tmp_path / "backbone.weights.h5")
   resnet50_lib.backbone(resnet50_model).save_weights(path)
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     model = models.get("resnet50", 14, (32, 32, 3), weights_path=path)
   assert any(path in r.getMessage() for r in caplog.records)
   x = np.random.default_rng(12).normal(size=(2, 32, 32, 3)).astype("float32")
