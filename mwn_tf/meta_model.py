@@ -35,6 +35,16 @@ exactly once. Two things are per replica unless asked otherwise:
     would let the replicas' copies drift apart and checkpoint replica 0's).
   * `virtual_step="local"` (cheaper) keeps stages 1-2 on each replica's own
     samples; see `MetaWeightModel`.
+
+Speed (issue 6; measured in README "Speed"): the exact step above costs two
+forward passes, three backward passes (stage 1, the meta batch, stage 3) and
+one second-order pass, which runs forward through the network like a JVP
+(∂L_meta/∂c_i = −α ∇θL_i · ∇θ̂L_meta is a per-sample directional
+derivative). Three options trade exactness for speed: `meta_interval`
+(stages 1-2 every k steps), `virtual_layers` (the virtual step moves the last
+layers only) and the data's smaller meta batch. Mixed precision
+(mixed_bfloat16, or mixed_float16 with loss scaling through the second-order
+path) is supported; see `MetaWeightModel`. Their helpers: `mwn_tf.fast_step`.
 """
 
 from typing import Optional
@@ -43,6 +53,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from mwn_tf import fast_step
 from mwn_tf.strategy import synchronize_batchnorm
 from mwn_tf.weight_net import WeightNet
 
@@ -181,7 +192,31 @@ class MetaWeightModel(keras.Model):
       `synchronized=True` (batch statistics over the global batch, in all
       three stages; costs an all-reduce per BN layer per forward and its
       backward). Without a strategy it changes nothing but float rounding.
+    meta_interval: k >= 1. Stages 1-2 (virtual step and V's update) run on
+      steps 0, k, 2k, ... of the classifier optimizer; the other steps take
+      the actual update with the current V (a plain step plus V's forward).
+      1 is the exact algorithm. A fast mode, see README "Speed".
+    virtual_layers: None (exact) or k >= 1: the virtual step moves only the
+      trainable variables of the last k layers of `classifier.layers` that own
+      any (k = 1: the logits layer of the registry's models); the other
+      variables stay at θ in the meta forward, so the meta-gradient ignores
+      how their virtual update depends on V, and the stage-1 and meta
+      backward passes stop at those layers. A fast mode, see README "Speed".
     name: Keras name.
+
+  Mixed precision: build the classifier with a mixed policy
+  (`models.get(..., dtype="mixed_bfloat16")` or `"mixed_float16"`). V runs
+  in the variables' dtype (float32) by default. Under mixed_float16 Keras
+  wraps the classifier optimizer in a `LossScaleOptimizer`, and `compile()`
+  wraps V's optimizer in one too: the stage-1 backward pass runs on losses
+  scaled by the classifier's scale S and the meta loss by V's scale S_V, the
+  virtual step divides by S in a way that keeps the second-order pass scaled
+  (`fast_step.unscale`), and V's gradient is divided by S at the end, so
+  each optimizer sees gradients scaled by its own scale only, unscales them,
+  and skips its update (halving its scale) when they are not finite. A
+  float16 overflow anywhere in the step makes both sets of gradients
+  non-finite, so the whole step is skipped. Scales are powers of two, so in
+  float32 scaling changes no bit of the math.
   """
 
   def __init__(self,
@@ -195,6 +230,8 @@ class MetaWeightModel(keras.Model):
                check_labels: bool = True,
                virtual_step: str = "global",
                sync_batchnorm: bool = False,
+               meta_interval: int = 1,
+               virtual_layers: Optional[int] = None,
                name: str = "meta_weight_model"):
     if not isinstance(classifier, keras.Model):
       raise TypeError(
@@ -219,15 +256,24 @@ class MetaWeightModel(keras.Model):
                        ("meta_weight_decay", meta_weight_decay)):
       if not value >= 0:
         raise ValueError(f"{arg} must be >= 0, got {value!r}.")
+    if int(meta_interval) != meta_interval or meta_interval < 1:
+      raise ValueError(f"meta_interval must be an integer >= 1 (1: the exact "
+                       f"step), got {meta_interval!r}.")
     super().__init__(name=name, dtype=classifier.dtype_policy)
     # Inputs go to the classifier untouched; it casts them as it would alone.
     self._convert_input_args = False
     self.classifier = classifier
+    # V is tiny: under a mixed policy it runs in the variable dtype.
     self.weight_net = weight_net if weight_net is not None else WeightNet(
-        dtype=classifier.dtype_policy)
+        dtype=classifier.dtype_policy.variable_dtype)
     self.method = method
     self.normalize_weights = normalize_weights
     self.virtual_step = virtual_step
+    self.meta_interval = int(meta_interval)
+    self.virtual_layers = virtual_layers
+    # Indices of the variables that take the virtual step (all: exact).
+    self._virtual = fast_step.virtual_variable_indices(classifier,
+                                                       virtual_layers)
     if sync_batchnorm:
       synchronize_batchnorm(classifier)
     self.weight_decay = float(weight_decay)
@@ -261,11 +307,22 @@ class MetaWeightModel(keras.Model):
         baseline.
       **kwargs: Passed to `keras.Model.compile` (e.g. `jit_compile`,
         `steps_per_execution`). No `loss`/`metrics`: the step defines them.
+        With float16 layers in the classifier (mixed_float16) both
+        optimizers are wrapped in `LossScaleOptimizer`s unless
+        `auto_scale_loss=False`.
     """
     for key in ("loss", "metrics"):
       if kwargs.get(key) is not None:
         raise ValueError(f"MetaWeightModel defines its own {key}; do not pass "
                          f"{key}= to compile().")
+    # Keras wraps the optimizer for loss scaling when the MODEL's policy is
+    # mixed_float16; a functional classifier keeps the global policy even
+    # when its layers are float16, so look at the layers.
+    if kwargs.get("auto_scale_loss", True) and fast_step.computes_in_float16(
+        self.classifier):
+      optimizer = keras.optimizers.get(optimizer)
+      if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     super().compile(optimizer=optimizer, **kwargs)
     # Built here, on the classifier alone, so the classifier optimizer holds
     # no slots for V and the meta optimizer none for the classifier.
@@ -274,6 +331,12 @@ class MetaWeightModel(keras.Model):
       self.meta_optimizer = keras.optimizers.get(
           meta_optimizer if meta_optimizer is not None else
           keras.optimizers.Adam(1e-3))
+      # The meta loss runs through the float16 classifier too: scale it.
+      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) and (
+          not isinstance(self.meta_optimizer,
+                         keras.optimizers.LossScaleOptimizer)):
+        self.meta_optimizer = keras.optimizers.LossScaleOptimizer(
+            self.meta_optimizer)
       self.meta_optimizer.build(self.weight_net.trainable_variables)
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -299,8 +362,10 @@ class MetaWeightModel(keras.Model):
     return self.classifier(inputs, training=training)
 
   def weights_for(self, losses):
-    """V's weights for per-sample losses: `[batch]` -> `[batch]`."""
-    return tf.reshape(self.weight_net(tf.reshape(losses, [-1, 1])), [-1])
+    """V's weights for per-sample losses: `[batch]` -> `[batch]`, in the
+    losses' dtype (a V with a mixed policy computes in another)."""
+    weights = self.weight_net(tf.reshape(losses, [-1, 1]))
+    return tf.cast(tf.reshape(weights, [-1]), losses.dtype)
 
   # --------------------------------------------------------------------------
   # The step. The three stages of Algorithm 1 are the three blocks below.
@@ -311,6 +376,9 @@ class MetaWeightModel(keras.Model):
     theta = [v.value for v in self.classifier.trainable_variables]
     state = [v.value for v in self.classifier.non_trainable_variables]
     phi = [v.value for v in self.weight_net.trainable_variables]
+    # Loss scales (mixed_float16), Python 1s otherwise: see the class doc.
+    scale, meta_scale = fast_step.loss_scales(self.optimizer,
+                                              self.meta_optimizer)
 
     if self.method == "baseline":
       with tf.GradientTape() as tape:
@@ -321,55 +389,76 @@ class MetaWeightModel(keras.Model):
         # This replica's share of Σ c L + reg; optimizer.apply sums shares.
         objective = (tf.reduce_sum(coeffs * losses) +
                      self._sum(reg) / num_replicas())
-      grads = tape.gradient(objective, theta)
-      self._apply_classifier_update(grads, theta, new_state)
+      grads = tape.gradient(fast_step.scaled([objective], scale)[0], theta)
+      self._apply_classifier_update(grads, theta, new_state, scale)
       return self._report(losses, coeffs, logits, y, None, noisy)
 
-    alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
-    # Sums of stages 1-2: global (exact) or this replica's (class doc).
-    total = cross_replica_sum if self.virtual_step == "global" else (
-        replica_local)
-    meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
-    with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
-      meta_tape.watch(phi)
-      # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
-      with tf.GradientTape(persistent=True,
-                           watch_accessed_variables=False) as tape:
-        tape.watch(theta)
-        logits, new_state, reg = self.classifier.stateless_call(
-            theta, state, x, training=True, return_losses=True)
-        losses = per_sample_loss(y, logits)
-      coeffs = loss_coefficients(
-          self.weights_for(tf.stop_gradient(losses)), self.normalize_weights,
-          total)
-      grads = total(tape.gradient(losses, theta, output_gradients=coeffs))
-      fast_theta = [t - tf.cast(alpha, t.dtype) * g
-                    for t, g in zip(theta, grads)]
-      # Stage 2: meta loss of the virtual classifier on the clean batch.
-      meta_logits, _ = self.classifier.stateless_call(
-          fast_theta, state, x_meta, training=True)
-      meta_losses = per_sample_loss(y_meta, meta_logits)
-      # This replica's share of the global meta-batch mean.
-      meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
-                                                    meta_losses.dtype)
-    meta_grads = meta_tape.gradient(meta_loss, phi)
-    self.meta_optimizer.apply(
-        self._decayed(meta_grads, phi, self.meta_weight_decay), phi)
+    # The train batch's forward pass, in training mode: stage 1
+    # differentiates it, and stage 3 reuses it (same θ, same batch).
+    with tf.GradientTape(persistent=True,
+                         watch_accessed_variables=False) as tape:
+      tape.watch(theta)
+      logits, new_state, reg = self.classifier.stateless_call(
+          theta, state, x, training=True, return_losses=True)
+      losses = per_sample_loss(y, logits)
+
+    def virtual_and_meta_update():
+      alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
+      # Sums of stages 1-2: global (exact) or this replica's (class doc).
+      total = cross_replica_sum if self.virtual_step == "global" else (
+          replica_local)
+      meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
+      moving = [theta[i] for i in self._virtual]  # all of θ unless fast
+      with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
+        meta_tape.watch(phi)
+        # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
+        coeffs = loss_coefficients(
+            self.weights_for(tf.stop_gradient(losses)),
+            self.normalize_weights, total)
+        grads = total(tape.gradient(
+            losses, moving,
+            output_gradients=fast_step.scaled([coeffs], scale)[0]))
+        fast_theta = list(theta)
+        for i, g in zip(self._virtual, grads):
+          fast_theta[i] = theta[i] - tf.cast(alpha, g.dtype) * (
+              fast_step.unscale(g, scale))
+        # Stage 2: meta loss of the virtual classifier on the clean batch.
+        meta_logits, _ = self.classifier.stateless_call(
+            fast_theta, state, x_meta, training=True)
+        meta_losses = per_sample_loss(y_meta, meta_logits)
+        # This replica's share of the global meta-batch mean (loss-scaled).
+        meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
+                                                      meta_losses.dtype)
+        meta_loss = fast_step.scaled([meta_loss], meta_scale)[0]
+      meta_grads = meta_tape.gradient(meta_loss, phi)
+      # The second-order pass kept S (`unscale`); V's optimizer removes S_V.
+      meta_grads = fast_step.scaled(meta_grads, fast_step.inverse(scale))
+      self.meta_optimizer.apply(
+          self._decayed(meta_grads, phi, self.meta_weight_decay, meta_scale),
+          phi)
+      self._update_meta_metrics(meta_losses, meta_logits, y_meta)
+
+    # Stages 1-2 on every `meta_interval`-th step (every step when exact).
+    fast_step.every(self.meta_interval, self.optimizer.iterations,
+                    virtual_and_meta_update)
 
     # Stage 3: weights from the updated V, no gradient; the actual update
     # reuses stage 1's forward (same θ, same batch) through the kept tape.
     weights = tf.stop_gradient(self.weights_for(tf.stop_gradient(losses)))
     coeffs = loss_coefficients(weights, self.normalize_weights)
-    grads = tape.gradient([losses] + list(reg), theta,
-                          output_gradients=[coeffs] + self._shares(reg))
+    grads = tape.gradient(
+        [losses] + list(reg), theta,
+        output_gradients=fast_step.scaled([coeffs] + self._shares(reg),
+                                          scale))
     del tape
-    self._apply_classifier_update(grads, theta, new_state)
-    self._update_meta_metrics(meta_losses, meta_logits, y_meta, weights, noisy)
+    self._apply_classifier_update(grads, theta, new_state, scale)
+    self._update_weight_metrics(weights, noisy)
     return self._report(losses, coeffs, logits, y, weights, noisy)
 
   # --------------------------------------------------------------------------
-  def _apply_classifier_update(self, grads, theta, new_state):
-    self.optimizer.apply(self._decayed(grads, theta, self.weight_decay), theta)
+  def _apply_classifier_update(self, grads, theta, new_state, scale=1):
+    self.optimizer.apply(
+        self._decayed(grads, theta, self.weight_decay, scale), theta)
     # BatchNorm moving statistics from the one training-mode forward on the
     # train batch; the virtual and meta forwards never reach the variables.
     # Their aggregation is NONE, so in a replica context each replica writes
@@ -379,22 +468,29 @@ class MetaWeightModel(keras.Model):
       variable.assign(value)
 
   @staticmethod
-  def _decayed(grads, variables, decay):
+  def _decayed(grads, variables, decay, scale=1):
     """grads + decay·θ, per replica: `optimizer.apply` all-reduces with SUM,
-    so each replica adds 1/N of the decay and the sum holds it once."""
+    so each replica adds 1/N of the decay and the sum holds it once. Loss-
+    scaled grads (`scale` S) get S·decay·θ, which the optimizer unscales."""
     share = decay / num_replicas()
-    return [g + share * v for g, v in zip(grads, variables)]
+    if fast_step.is_unit(scale):
+      return [g + share * v for g, v in zip(grads, variables)]
+    return [g + (share * tf.cast(scale, v.dtype)) * v
+            for g, v in zip(grads, variables)]
 
   @staticmethod
   def _shares(reg):
     """d(objective)/d(reg loss) per replica: 1/N, for the same reason."""
     return [tf.cast(1.0 / num_replicas(), r.dtype) for r in reg]
 
-  def _update_meta_metrics(self, meta_losses, meta_logits, y_meta, weights,
-                           noisy):
+  def _update_meta_metrics(self, meta_losses, meta_logits, y_meta):
+    """Meta-batch metrics: on the steps that take stages 1-2 only."""
     m = self._train_metrics
     m["meta_loss"].update_state(meta_losses)
     m["meta_accuracy"].update_state(y_meta, meta_logits)
+
+  def _update_weight_metrics(self, weights, noisy):
+    m = self._train_metrics
     m["weight_mean"].update_state(weights)
     if noisy is not None:
       noisy = tf.cast(noisy, weights.dtype)

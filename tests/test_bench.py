@@ -1,0 +1,407 @@
+"""Issue 6: the benchmark harness, the exact step's variants, the fast modes
+and mixed precision.
+
+* The harness runs and reports every column (timings are never asserted).
+* Every EXACT variant passes the exactness tests of tests/test_meta_model.py,
+  unchanged: they run here again with `mwn_tf.MetaWeightModel` swapped for
+  the variant (XLA; loss scaling in float64, which must not change the math).
+  The default step (speed options at their exact values) is that file's own.
+* The fast modes do what they say: `meta_interval` leaves V alone on the other
+  steps and takes exactly a weighted step there; `virtual_layers` matches
+  central finite differences of ITS objective (only the last layers move in
+  the virtual step), differs from the exact step, and still moves V.
+* Mixed precision: bfloat16 and float16 (with loss scaling) stay close to
+  float32; a float16 step whose scaled gradients overflow is skipped whole.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import mwn_tf
+from mwn_tf import bench
+import test_meta_model as core
+
+N, M, D, K = core.N, core.M, core.D, core.K
+
+
+# ----------------------------------------------------------------- harness --
+def test_benchmark_smoke_reports_every_column():
+  modes = ["exact", "last1+interval2", "exact+meta4"]
+  results = bench.run(modes, model="mlp", batch_size=8, input_shape=(8, 8, 1),
+                      rounds=2, steps=2, warmup=1, log=None)
+  assert [r.mode for r in results] == ["plain"] + modes
+  for r in results:
+    assert r.ms > 0 and r.examples_per_s > 0 and r.steps >= 4
+    assert r.ms_range[0] <= r.ms <= r.ms_range[1]
+    assert r.ratio_range[0] <= r.ratio <= r.ratio_range[1]
+    assert r.peak_mib is None or r.peak_mib >= 0
+  assert results[0].ratio == 1.0
+  table = bench.to_markdown(results, command="python -m mwn_tf.bench",
+                            model="mlp", batch_size=8, input_shape=(8, 8, 1),
+                            rounds=2, steps=2)
+  header = table.splitlines()[4]
+  for column in ("mode", "options", "ms/step", "range", "× plain",
+                 "examples/s", "peak MiB"):
+    assert column in header, column
+  rows = [l for l in table.splitlines() if l.startswith("| ")][1:]
+  assert len(rows) == len(results)
+  assert all(row.count("|") == header.count("|") for row in rows)
+
+
+def test_parse_mode():
+  mode = bench.parse_mode("last1+interval4+meta25+xla+bf16")
+  assert mode.model_kwargs == {"virtual_layers": 1, "meta_interval": 4}
+  assert mode.compile_kwargs == {"jit_compile": True}
+  assert (mode.meta_batch_size, mode.dtype) == (25, "mixed_bfloat16")
+  assert bench.parse_mode("plain").model_kwargs == {"method": "baseline"}
+  with pytest.raises(ValueError, match="Unknown benchmark mode token"):
+    bench.parse_mode("exact+fast")
+  with pytest.raises(ValueError, match="no MW-Net options"):
+    bench.parse_mode("plain+interval2")
+
+
+# ---------------------------------------------- exact variants, same tests --
+def _loss_scaled(optimizer):
+  # 2^10: a power of two, so scaling and unscaling are exact in float64.
+  return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**10)
+
+
+EXACT_VARIANTS = {
+    # XLA-compiled step (compile(jit_compile=True)).
+    "xla": dict(compile_kwargs={"jit_compile": True}),
+    # Both optimizers loss-scaled: the mixed_float16 code path, in float64.
+    "loss_scaled": dict(wrap=_loss_scaled),
+}
+
+
+@pytest.fixture(params=list(EXACT_VARIANTS))
+def exact_variant(request, monkeypatch):
+  """Makes `mwn_tf.MetaWeightModel` build the variant, for the core tests."""
+  spec = EXACT_VARIANTS[request.param]
+  base = mwn_tf.MetaWeightModel
+
+  class Variant(base):
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **{**kwargs, **spec.get("model_kwargs", {})})
+
+    def compile(self, optimizer="sgd", meta_optimizer=None, **kwargs):
+      wrap = spec.get("wrap", lambda o: o)
+      if meta_optimizer is None:
+        meta_optimizer = keras.optimizers.Adam(1e-3)
+      super().compile(optimizer=wrap(keras.optimizers.get(optimizer)),
+                      meta_optimizer=wrap(meta_optimizer),
+                      **{**kwargs, **spec.get("compile_kwargs", {})})
+      if "wrap" in spec:  # the scaled path is really the one taken
+        assert isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(self.meta_optimizer,
+                          keras.optimizers.LossScaleOptimizer)
+
+  monkeypatch.setattr(mwn_tf, "MetaWeightModel", Variant)
+  return request.param
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_exact_variant_meta_gradient_matches_finite_differences(
+    exact_variant, batchnorm):
+  core.test_meta_gradient_matches_central_finite_differences(batchnorm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("mode", ["none", "sum"])
+def test_exact_variant_two_steps_match_hand_computation(exact_variant, mode,
+                                                        batchnorm):
+  core.test_two_steps_match_hand_computation(mode, batchnorm)
+
+
+@pytest.mark.parametrize("mode", ["none", "sum"])
+def test_exact_variant_batchnorm_statistics(exact_variant, mode):
+  core.test_batchnorm_statistics_move_once_on_the_train_batch(mode)
+
+
+@pytest.mark.parametrize("mode", ["none", "sum"])
+def test_exact_variant_frozen_weight_net_is_weighted_training(
+    exact_variant, mode):
+  core.test_frozen_constant_weight_net_is_ordinary_weighted_training(mode)
+
+
+# -------------------------------------------------------------- fast modes --
+def _fast_model(*, meta_lr=0.3, batchnorm=True, **options):
+  clf = core._classifier(batchnorm)
+  keras.utils.set_random_seed(7)
+  vnet = mwn_tf.WeightNet(hidden_units=(6,), dtype="float64")
+  model = mwn_tf.MetaWeightModel(clf, vnet, normalize_weights="sum",
+                                 weight_decay=0.0, meta_weight_decay=0.0,
+                                 **options)
+  model.compile(optimizer=keras.optimizers.SGD(0.5),
+                meta_optimizer=keras.optimizers.SGD(meta_lr))
+  return model
+
+
+def _batches(steps):
+  pairs = [core._data(seed=s) for s in range(1, steps + 1)]
+  data = core._pair_dataset(*pairs[0])
+  for pair in pairs[1:]:
+    data = data.concatenate(core._pair_dataset(*pair))
+  return data
+
+
+def _values(variables):
+  return [v.numpy().copy() for v in variables]
+
+
+def _assert_all_close(got, want, **tol):
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, **tol)
+
+
+def test_meta_interval_skips_the_meta_update_and_takes_a_weighted_step():
+  """meta_interval=3 over 4 steps == exact step, 2 steps with V frozen, exact
+  step: V moves on steps 0 and 3 only, the classifier on every step."""
+  fast = _fast_model(meta_interval=3)
+  ref = _fast_model()
+  v_trace = [_values(fast.weight_net.trainable_variables)]
+  for step in range(4):
+    data = core._pair_dataset(*core._data(seed=10 + step))
+    before = _values(fast.classifier.trainable_variables)
+    fast.fit(data, verbose=0)
+    v_trace.append(_values(fast.weight_net.trainable_variables))
+    assert not all(np.allclose(a, b) for a, b in zip(
+        before, _values(fast.classifier.trainable_variables)))
+    # The reference: an exact step, with V frozen (meta lr 0) off the grid.
+    ref.meta_optimizer.learning_rate.assign(0.3 if step % 3 == 0 else 0.0)
+    ref.fit(data, verbose=0)
+  for step, moved in enumerate([True, False, False, True]):
+    same = all(np.array_equal(a, b) for a, b in
+               zip(v_trace[step], v_trace[step + 1]))
+    assert same != moved, f"step {step}"
+  _assert_all_close(_values(fast.classifier.trainable_variables),
+                    _values(ref.classifier.trainable_variables),
+                    rtol=1e-10, atol=1e-13)
+  _assert_all_close(_values(fast.weight_net.trainable_variables),
+                    _values(ref.weight_net.trainable_variables),
+                    rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
+  """virtual_layers=1: θ̂ moves only the last Dense; its meta-gradient vs
+  central differences of exactly that objective, in float64."""
+  x, y, xm, ym = core._data()
+  alpha, eps = 0.5, 1e-6
+  model = _fast_model(meta_lr=1.0, batchnorm=batchnorm, virtual_layers=1)
+  clf, vnet = model.classifier, model.weight_net
+  theta = _values(clf.trainable_variables)
+  state = _values(clf.non_trainable_variables)
+  last = {id(v) for v in clf.layers[-1].trainable_variables}
+  moving = [id(v) in last for v in clf.trainable_variables]
+  assert sum(moving) == 2 and moving[-2:] == [True, True]
+  phi0 = _values(vnet.trainable_variables)
+
+  def meta_objective(phi):
+    theta_t = [tf.constant(t) for t in theta]
+    with tf.GradientTape() as tape:
+      tape.watch(theta_t)
+      logits, _ = clf.stateless_call(theta_t, state, x, training=True)
+      losses = keras.ops.sparse_categorical_crossentropy(y, logits, True)
+    w, _ = vnet.stateless_call([tf.constant(p) for p in phi], [],
+                               tf.reshape(losses, [-1, 1]))
+    w = tf.reshape(w, [-1])
+    grads = tape.gradient(losses, theta_t, output_gradients=w / tf.reduce_sum(w))
+    fast = [t - alpha * g if move else t
+            for t, g, move in zip(theta_t, grads, moving)]
+    meta_logits, _ = clf.stateless_call(fast, state, xm, training=True)
+    return float(tf.reduce_mean(
+        keras.ops.sparse_categorical_crossentropy(ym, meta_logits, True)))
+
+  expected = []
+  for i, p in enumerate(phi0):
+    g = np.zeros_like(p)
+    for idx in np.ndindex(p.shape):
+      plus = [q.copy() for q in phi0]
+      minus = [q.copy() for q in phi0]
+      plus[i][idx] += eps
+      minus[i][idx] -= eps
+      g[idx] = (meta_objective(plus) - meta_objective(minus)) / (2 * eps)
+    expected.append(g)
+  model.fit(core._pair_dataset(x, y, xm, ym), verbose=0)
+  got = [a - b for a, b in zip(phi0, _values(vnet.trainable_variables))]
+  assert max(np.abs(g).max() for g in expected) > 1e-5  # V does move
+  _assert_all_close(got, expected, rtol=1e-5, atol=1e-9)
+  # And it is not the exact meta-gradient.
+  exact = _fast_model(meta_lr=1.0, batchnorm=batchnorm)
+  exact.fit(core._pair_dataset(x, y, xm, ym), verbose=0)
+  exact_step = [a - b for a, b in
+                zip(phi0, _values(exact.weight_net.trainable_variables))]
+  assert not all(np.allclose(a, b, rtol=1e-3) for a, b in
+                 zip(got, exact_step))
+
+
+def test_virtual_layers_validates():
+  clf = core._classifier(True)
+  with pytest.raises(ValueError, match="virtual_layers"):
+    mwn_tf.MetaWeightModel(clf, virtual_layers=4)   # 3 layers own variables
+  with pytest.raises(ValueError, match="virtual_layers"):
+    mwn_tf.MetaWeightModel(clf, virtual_layers=0)
+  with pytest.raises(ValueError, match="meta_interval"):
+    mwn_tf.MetaWeightModel(clf, meta_interval=0)
+
+
+# --------------------------------------------------------- mixed precision --
+def _mixed_pair(policy, *, scale=None, seed=0):
+  """A float32 and a `policy` model with the same weights, SGD(1) for V."""
+  models = []
+  for dtype in ("float32", policy):
+    keras.utils.set_random_seed(seed)
+    clf = mwn_tf.models.get("small_cnn", num_classes=K, input_shape=(8, 8, 1),
+                            filters=(8, 16), dtype=dtype)
+    keras.utils.set_random_seed(seed + 1)
+    model = mwn_tf.MetaWeightModel(clf, mwn_tf.WeightNet(hidden_units=(16,)),
+                                   weight_decay=5e-4)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    if scale is not None and dtype != "float32":
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer,
+                                                      initial_scale=scale)
+    model.compile(optimizer=optimizer,
+                  meta_optimizer=keras.optimizers.SGD(1.0))
+    models.append(model)
+  models[1].classifier.set_weights(models[0].classifier.get_weights())
+  models[1].weight_net.set_weights(models[0].weight_net.get_weights())
+  return models
+
+
+def _image_batches(steps, seed=3):
+  rng = np.random.default_rng(seed)
+  pairs = []
+  for _ in range(steps):
+    pairs.append(tuple(
+        {"image": rng.uniform(size=(n, 8, 8, 1)).astype(np.float32),
+         "label": rng.integers(0, K, n).astype(np.int32)} for n in (16, 12)))
+  return tf.data.Dataset.from_tensor_slices(
+      tf.nest.map_structure(lambda *t: np.stack(t), *pairs))
+
+
+def _relative_error(got, want):
+  got = np.concatenate([np.ravel(g) for g in got])
+  want = np.concatenate([np.ravel(w) for w in want])
+  return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("policy,tolerance", [("mixed_bfloat16", 0.05),
+                                              ("mixed_float16", 0.01)])
+def test_mixed_precision_step_is_close_to_float32(policy, tolerance):
+  """One step: V's meta-gradient (SGD(1) on V) and the classifier's update
+  agree with float32 to the policy's precision."""
+  ref, mixed = _mixed_pair(policy)
+  if policy == "mixed_float16":  # Keras wraps it, and we wrap V's to match
+    assert isinstance(mixed.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(mixed.meta_optimizer,
+                      keras.optimizers.LossScaleOptimizer)
+  phi0 = _values(ref.weight_net.trainable_variables)
+  theta0 = _values(ref.classifier.trainable_variables)
+  for model in (ref, mixed):
+    model.fit(_image_batches(1), verbose=0)
+  for part, start in (("weight_net", phi0), ("classifier", theta0)):
+    want = [a - b for a, b in zip(start, _values(
+        getattr(ref, part).trainable_variables))]
+    got = [a - b for a, b in zip(start, _values(
+        getattr(mixed, part).trainable_variables))]
+    assert np.linalg.norm(np.concatenate([w.ravel() for w in want])) > 0
+    assert _relative_error(got, want) < tolerance, part
+
+
+def test_float16_overflow_skips_the_whole_step_and_halves_the_scales():
+  ref, mixed = _mixed_pair("mixed_float16", scale=2.0**40)
+  del ref
+  theta0 = _values(mixed.classifier.trainable_variables)
+  phi0 = _values(mixed.weight_net.trainable_variables)
+  mixed.fit(_image_batches(1), verbose=0)
+  for got, want in zip(_values(mixed.classifier.trainable_variables), theta0):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(_values(mixed.weight_net.trainable_variables), phi0):
+    np.testing.assert_array_equal(got, want)
+  assert float(mixed.optimizer.dynamic_scale.numpy()) == 2.0**39
+  assert float(mixed.meta_optimizer.dynamic_scale.numpy()) < 2.0**15
+
+
+# ------------------------------------------------------------ distribution --
+# Fast modes under MirroredStrategy (2 logical CPUs, in a child process: the
+# devices must be configured before TensorFlow starts): `meta_interval` takes
+# its conditional in the cross-replica context there (see fast_step.every).
+FAST_OPTIONS = ({"meta_interval": 3}, {"meta_interval": 2, "virtual_layers": 1})
+
+
+def _child_mirrored_vs_one_device(options):
+  """Runs in the child: the step on 2 replicas vs one device, global batch 8.
+
+  One option set per process: TF's collective ops key instances per process,
+  and a second MirroredStrategy with other shapes would collide with them.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  rng = np.random.default_rng(0)
+  batches = [{"image": rng.normal(size=(48, D)).astype(np.float32),
+              "label": rng.integers(0, K, 48).astype(np.int32)}
+             for _ in range(2)]
+
+  def run(strategy):
+    with strategy.scope():
+      keras.utils.set_random_seed(1)
+      clf = mwn_tf.models.get("mlp", num_classes=K, input_shape=(D,),
+                              hidden_sizes=(7,))
+      model = mwn_tf.MetaWeightModel(clf, mwn_tf.WeightNet(hidden_units=(6,)),
+                                     **options)
+      model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9),
+                    meta_optimizer=keras.optimizers.Adam(0.01))
+    data = tf.data.Dataset.zip(tuple(
+        tf.data.Dataset.from_tensor_slices(b).batch(8) for b in batches))
+    trace = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: (
+        trace.append(_values(model.weight_net.trainable_variables))))
+    model.fit(data, verbose=0, callbacks=[record])
+    moved = [not all(np.array_equal(a, b) for a, b in zip(p, q))
+             for p, q in zip(trace[:-1], trace[1:])]
+    final = _values(model.classifier.trainable_variables +
+                    model.weight_net.trainable_variables)
+    return final, moved
+
+  mirrored, moved = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+  single, _ = run(tf.distribute.get_strategy())
+  print("RESULT" + json.dumps({
+      "max_abs_diff": max(float(np.abs(a - b).max())
+                          for a, b in zip(mirrored, single)),
+      "v_moved_after_step": moved}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", FAST_OPTIONS, ids=str)
+def test_fast_modes_under_mirrored_strategy_match_one_device(options):
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), json.dumps(options)],
+      cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+  assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+  case = json.loads(lines[-1][len("RESULT"):])
+  assert case["max_abs_diff"] < 2e-5, case
+  # V moves on meta steps only: steps 0, k, 2k, ... (6 steps in all).
+  k = options["meta_interval"]
+  assert case["v_moved_after_step"] == [s % k == 0 for s in range(1, 6)], case
+
+
+if __name__ == "__main__":
+  import json as _json  # pylint: disable=g-import-not-at-top
+  import sys as _sys  # pylint: disable=g-import-not-at-top
+  _child_mirrored_vs_one_device(_json.loads(_sys.argv[1]))
