@@ -22,6 +22,8 @@ from typing import Optional, Tuple, Union
 import keras
 from keras import ops
 
+from mwn_tf.models.batch_norm import MetaBatchNormalization
+
 # PyTorch's BatchNorm2d defaults in Keras terms (see the module docstring).
 TORCH_BN_MOMENTUM = 0.9
 TORCH_BN_EPSILON = 1e-5
@@ -98,8 +100,13 @@ def conv3x3(x, filters: int, stride: int, name: str, kernel_initializer,
 
 def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
                epsilon: float = TORCH_BN_EPSILON):
-  """BatchNorm over the last (channel) axis; gamma 1, beta 0 like PyTorch."""
-  return keras.layers.BatchNormalization(
+  """BatchNorm over the last (channel) axis; gamma 1, beta 0 like PyTorch.
+
+  A `MetaBatchNormalization`: Keras' layer, variables and values, with a
+  hand-written second derivative that keeps the exact meta step's memory down
+  (see mwn_tf/models/batch_norm.py).
+  """
+  return MetaBatchNormalization(
       axis=-1, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name)(x)
 
 
