@@ -21,6 +21,9 @@ A mode is "+"-joined tokens:
   xla          compile(jit_compile=True).
   bf16, fp16   mixed_bfloat16 / mixed_float16 classifier (fp16 with loss
                scaling, as Keras does by default).
+  kerasbn      the registry model with Keras' BatchNormalization instead of
+               mwn_tf's MetaBatchNormalization (same values, autodiff
+               second derivative).
 e.g. "exact+xla", "last1+interval2", "exact+meta25".
 
 Columns: median over rounds of the mean ms per step, and its range; × plain
@@ -43,8 +46,15 @@ and reports the final-epoch test accuracy (mean ± sd over seeds):
 `pass_breakdown`), to show where its time goes:
 
   python -m mwn_tf.bench --task=passes --rounds=8
+
+`--task=convs` times, kernel by kernel, the convolutions that a plain and an
+exact step must run (see `conv_floor`): the exact step's floor if everything
+else were free.
+
+  python -m mwn_tf.bench --task=convs
 """
 
+import contextlib
 import dataclasses
 import datetime
 import gc
@@ -58,7 +68,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 _TOKENS = ("plain", "exact", "interval<k>", "last<k>", "meta<m>", "xla",
-           "bf16", "fp16")
+           "bf16", "fp16", "kerasbn")
 
 
 @dataclasses.dataclass
@@ -71,12 +81,15 @@ class Mode:
     compile_kwargs: Keyword arguments for `MetaWeightModel.compile`.
     meta_batch_size: Meta batch size, or None for the train batch size.
     dtype: Classifier dtype policy name, or None for float32.
+    keras_bn: Build the classifier with Keras' BatchNormalization instead of
+      `MetaBatchNormalization`.
   """
   name: str
   model_kwargs: dict
   compile_kwargs: dict
   meta_batch_size: Optional[int] = None
   dtype: Optional[str] = None
+  keras_bn: bool = False
 
 
 def parse_mode(name: str) -> Mode:
@@ -100,6 +113,8 @@ def parse_mode(name: str) -> Mode:
       pass
     elif token == "xla":
       mode.compile_kwargs["jit_compile"] = True
+    elif token == "kerasbn":
+      mode.keras_bn = True
     elif token in ("bf16", "fp16"):
       mode.dtype = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[token]
     elif token.startswith("interval") and token[8:].isdigit():
@@ -182,13 +197,15 @@ def build(mode: Mode, model: str, batch_size: int, input_shape: Sequence[int],
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import mwn_tf  # pylint: disable=g-import-not-at-top
+  from mwn_tf.models.layers import keras_batch_norm  # pylint: disable=g-import-not-at-top
 
   strategy = strategy or tf.distribute.get_strategy()
   keras.utils.set_random_seed(seed)
   with strategy.scope():
-    classifier = mwn_tf.models.get(model, num_classes=num_classes,
-                                   input_shape=tuple(input_shape),
-                                   dtype=mode.dtype)
+    with (keras_batch_norm() if mode.keras_bn else contextlib.nullcontext()):
+      classifier = mwn_tf.models.get(model, num_classes=num_classes,
+                                     input_shape=tuple(input_shape),
+                                     dtype=mode.dtype)
     net = mwn_tf.MetaWeightModel(classifier, **mode.model_kwargs)
     net.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                 meta_optimizer=keras.optimizers.Adam(1e-3),
@@ -320,6 +337,8 @@ def describe(mode: str) -> str:
     parts.append(f"meta_batch_size={m.meta_batch_size}")
   if m.dtype:
     parts.append(f"dtype={m.dtype!r}")
+  if m.keras_bn:
+    parts.append("Keras BatchNormalization")
   return ", ".join(parts) or "(defaults)"
 
 
@@ -621,6 +640,155 @@ def passes_markdown(results: Sequence[Result], *, command: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+CONV_KERNELS = ("forward", "backprop filter", "backprop input")
+
+
+@dataclasses.dataclass
+class ConvFloor:
+  """The convolutions of a plain and an exact step, timed alone.
+
+  Attributes:
+    layers: Conv2D layers in the classifier.
+    kernel_ms: Median ms of one pass of each of `CONV_KERNELS` over all
+      layers (backprop input: every layer but the first, whose input is the
+      image and needs no gradient).
+    plain_ms, exact_ms: Median over rounds of the convolution time of a plain
+      and an exact step (see `conv_floor` for the counts).
+    ratio, ratio_range: exact / plain within each round: median and range.
+  """
+  layers: int
+  kernel_ms: Dict[str, float]
+  plain_ms: float
+  exact_ms: float
+  ratio: float
+  ratio_range: tuple
+
+
+def conv_floor(model: str = "resnet32", batch_size: int = 100,
+               input_shape: Sequence[int] = (32, 32, 3),
+               num_classes: int = 10, rounds: int = 5, repeats: int = 10,
+               seed: int = 0, log=print) -> ConvFloor:
+  """Times the convolutions an exact step cannot avoid, against plain's.
+
+  Each Conv2D layer's three kernels run alone, at the layer's own shapes:
+  forward F, the weight gradient BF and the input gradient BI. The counts
+  come from the algorithm (and match the TF profile of the step):
+    plain = F + BF + BI'
+    exact = F (train batch) + F (meta batch, virtual weights)
+            + 3 (BF + BI')        stage-1, meta and stage-3 backward passes
+            + F + F'              the second-order pass: per layer, the
+                                  tangent of its output is conv(x, V) +
+                                  conv(ẋ, W), two forward convolutions
+  where BI' and F' leave out the first layer (its input is the image). So
+  exact / plain here is the ratio the exact step would reach if everything
+  but its convolutions were free. Dense layers are left out (a few matmuls).
+
+  Args:
+    model: Registry name of the classifier.
+    batch_size: Train and meta batch size.
+    input_shape: One image's shape.
+    num_classes: Classes.
+    rounds: Rounds; each times every kernel of every layer.
+    repeats: Calls of each kernel per round (their mean is the time).
+    seed: Seeds weights and data.
+    log: Progress printer (None for silence).
+
+  Returns:
+    A `ConvFloor`.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import mwn_tf  # pylint: disable=g-import-not-at-top
+
+  log = log or (lambda *a, **k: None)
+  keras.utils.set_random_seed(seed)
+  clf = mwn_tf.models.get(model, num_classes=num_classes,
+                          input_shape=tuple(input_shape))
+  convs = [l for l in clf._flatten_layers(include_self=False)  # pylint: disable=protected-access
+           if isinstance(l, keras.layers.Conv2D)]
+  if not convs:
+    raise ValueError(f"{model!r} has no Conv2D layer to time.")
+  rng = np.random.default_rng(seed)
+  kernels = []   # per layer: {kernel name: graph function}
+  for i, layer in enumerate(convs):
+    if layer.groups != 1 or layer.data_format != "channels_last":
+      raise ValueError(f"{layer.name}: only channels_last, ungrouped "
+                       "convolutions are timed.")
+    x = tf.constant(rng.normal(size=(batch_size, *layer.input.shape[1:])),
+                    tf.float32)
+    dy = tf.constant(rng.normal(size=(batch_size, *layer.output.shape[1:])),
+                     tf.float32)
+    w = tf.constant(layer.kernel.numpy(), tf.float32)
+    opts = dict(strides=[1, *layer.strides, 1],
+                padding=layer.padding.upper(),
+                dilations=[1, *layer.dilation_rate, 1])
+    fns = {
+        "forward": tf.function(lambda x=x, w=w, o=opts: tf.raw_ops.Conv2D(
+            input=x, filter=w, **o)),
+        "backprop filter": tf.function(
+            lambda x=x, w=w, dy=dy, o=opts: tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(w), out_backprop=dy, **o)),
+    }
+    if i:
+      fns["backprop input"] = tf.function(
+          lambda x=x, w=w, dy=dy, o=opts: tf.raw_ops.Conv2DBackpropInput(
+              input_sizes=tf.shape(x), filter=w, out_backprop=dy, **o))
+    kernels.append(fns)
+
+  def timed(fn):
+    start = time.perf_counter()
+    for _ in range(repeats):
+      out = fn()
+    out.numpy()
+    return (time.perf_counter() - start) / repeats
+
+  for fns in kernels:   # trace and warm up
+    for fn in fns.values():
+      fn().numpy()
+  per_round = {k: [] for k in CONV_KERNELS}
+  first_forward, plain, exact = [], [], []
+  for r in range(rounds):
+    total = dict.fromkeys(CONV_KERNELS, 0.0)
+    for i, fns in enumerate(kernels):
+      for name, fn in fns.items():
+        t = timed(fn)
+        total[name] += t
+        if i == 0 and name == "forward":
+          first_forward.append(t)
+    for name in CONV_KERNELS:
+      per_round[name].append(total[name])
+    f, bf, bi = (total[k] for k in CONV_KERNELS)
+    plain.append(f + bf + bi)
+    exact.append(2 * f + 3 * (bf + bi) + f + (f - first_forward[-1]))
+    log(f"  round {r + 1}/{rounds}: plain {1000 * plain[-1]:.0f}, exact "
+        f"{1000 * exact[-1]:.0f} ms of convolutions")
+  ratios = [e / p for e, p in zip(exact, plain)]
+  return ConvFloor(
+      layers=len(convs),
+      kernel_ms={k: 1000 * statistics.median(v) for k, v in per_round.items()},
+      plain_ms=1000 * statistics.median(plain),
+      exact_ms=1000 * statistics.median(exact),
+      ratio=statistics.median(ratios), ratio_range=(min(ratios), max(ratios)))
+
+
+def conv_floor_markdown(floor: ConvFloor, *, command: str) -> str:
+  """`conv_floor`'s result as a markdown table."""
+  counts = {"forward": ("1", "4 (F, Fm, 2 in the second-order pass)"),
+            "backprop filter": ("1", "3 (B1, Bm, B3)"),
+            "backprop input": ("1", "3 (B1, Bm, B3)")}
+  lines = [f"`{command}`", "",
+           f"| kernel ({floor.layers} Conv2D layers) | ms per pass (median) "
+           "| passes in plain | passes in exact |", "|---|---:|---:|---:|"]
+  for name in CONV_KERNELS:
+    lines.append(f"| {name} | {floor.kernel_ms[name]:.0f} | "
+                 f"{counts[name][0]} | {counts[name][1]} |")
+  lines += ["", f"Convolutions of a plain step: {floor.plain_ms:.0f} ms; of "
+            f"an exact step: {floor.exact_ms:.0f} ms; exact / plain "
+            f"{floor.ratio:.2f} (range {floor.ratio_range[0]:.2f}–"
+            f"{floor.ratio_range[1]:.2f})."]
+  return "\n".join(lines) + "\n"
+
+
 # -------------------------------------------------------------------- main --
 def main(argv):
   del argv
@@ -644,6 +812,11 @@ def main(argv):
     results = pass_breakdown(f.model, f.batch_size, shape, f.num_classes,
                              rounds=f.rounds, warmup=f.warmup)
     text = passes_markdown(results, command=command)
+  elif f.task == "convs":
+    shape = tuple(int(s) for s in f.input_shape.split(","))
+    floor = conv_floor(f.model, f.batch_size, shape, f.num_classes,
+                       rounds=f.rounds)
+    text = conv_floor_markdown(floor, command=command)
   else:
     results = quickstart_accuracy(
         f.modes, [int(s) for s in f.seeds], gin_file=f.gin_file,
@@ -657,9 +830,11 @@ def main(argv):
 
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_enum("task", "speed", ["speed", "passes", "accuracy"],
+  flags.DEFINE_enum("task", "speed", ["speed", "passes", "convs", "accuracy"],
                     "speed: time the steps; passes: the exact step's passes "
-                    "one at a time; accuracy: run the quickstart.")
+                    "one at a time; convs: the convolutions a plain and an "
+                    "exact step must run, timed alone; accuracy: run the "
+                    "quickstart.")
   flags.DEFINE_string("model", "resnet32", "Classifier registry name.")
   flags.DEFINE_integer("batch_size", 100, "Train batch size.")
   flags.DEFINE_string("input_shape", "32,32,3", "Synthetic image shape.")

@@ -50,6 +50,19 @@ def test_benchmark_smoke_reports_every_column():
   assert all(row.count("|") == header.count("|") for row in rows)
 
 
+def test_kerasbn_token_builds_keras_batch_norm_only_inside_the_mode():
+  import keras  # pylint: disable=g-import-not-at-top
+  from mwn_tf.models.batch_norm import MetaBatchNormalization  # pylint: disable=g-import-not-at-top
+
+  def bn_types(mode):
+    net, _ = bench.build(bench.parse_mode(mode), "small_cnn", 8, (8, 8, 1), 10)
+    return {type(l) for l in net.classifier.layers
+            if isinstance(l, keras.layers.BatchNormalization)}
+
+  assert bn_types("exact+kerasbn") == {keras.layers.BatchNormalization}
+  assert bn_types("exact") == {MetaBatchNormalization}   # restored after
+
+
 def test_pass_breakdown_smoke_reports_every_pass():
   results = bench.pass_breakdown("small_cnn", batch_size=8,
                                  input_shape=(8, 8, 1), rounds=2, warmup=1,
@@ -63,12 +76,34 @@ def test_pass_breakdown_smoke_reports_every_pass():
   assert [row.split(" | ")[0][2:] for row in rows] == list(bench.PASSES)
 
 
+def test_conv_floor_smoke_counts_every_conv_kernel():
+  floor = bench.conv_floor("small_cnn", batch_size=8, input_shape=(8, 8, 1),
+                           rounds=2, repeats=2, log=None)
+  assert floor.layers == 2   # small_cnn's default: two conv blocks
+  assert set(floor.kernel_ms) == set(bench.CONV_KERNELS)
+  assert all(ms > 0 for ms in floor.kernel_ms.values())
+  assert floor.ratio_range[0] <= floor.ratio <= floor.ratio_range[1]
+  # Not a timing: exact - 3 * plain is one forward pass of every conv but
+  # the first (4 forwards against 3 backward pairs), so > 3 whatever the
+  # kernels cost, with two or more conv layers.
+  assert floor.ratio_range[0] > 3
+  table = bench.conv_floor_markdown(floor, command="python -m mwn_tf.bench")
+  rows = [l for l in table.splitlines() if l.startswith("| ")][1:]
+  assert [row.split(" | ")[0][2:] for row in rows] == list(bench.CONV_KERNELS)
+  assert "exact / plain" in table
+  with pytest.raises(ValueError, match="no Conv2D"):
+    bench.conv_floor("mlp", batch_size=8, input_shape=(8, 8, 1), log=None)
+
+
 def test_parse_mode():
   mode = bench.parse_mode("last1+interval4+meta25+xla+bf16")
   assert mode.model_kwargs == {"virtual_layers": 1, "meta_interval": 4}
   assert mode.compile_kwargs == {"jit_compile": True}
   assert (mode.meta_batch_size, mode.dtype) == (25, "mixed_bfloat16")
   assert bench.parse_mode("plain").model_kwargs == {"method": "baseline"}
+  assert bench.parse_mode("plain+kerasbn").keras_bn
+  assert not bench.parse_mode("exact").keras_bn
+  assert "Keras BatchNormalization" in bench.describe("exact+kerasbn")
   with pytest.raises(ValueError, match="Unknown benchmark mode token"):
     bench.parse_mode("exact+fast")
   with pytest.raises(ValueError, match="no MW-Net options"):

@@ -16,6 +16,7 @@ because the paper's numbers come from that code:
   so we use `VarianceScaling(distribution="untruncated_normal")`.
 """
 
+import contextlib
 import math
 from typing import Optional, Tuple, Union
 
@@ -98,6 +99,20 @@ def conv3x3(x, filters: int, stride: int, name: str, kernel_initializer,
       kernel_initializer=kernel_initializer, dtype=dtype, name=name)(x)
 
 
+_BATCH_NORM = [MetaBatchNormalization]
+
+
+@contextlib.contextmanager
+def keras_batch_norm():
+  """Within it, `batch_norm` builds Keras' own BatchNormalization (for A/B
+  comparisons such as `python -m mwn_tf.bench --modes=exact,exact+kerasbn`)."""
+  _BATCH_NORM.append(keras.layers.BatchNormalization)
+  try:
+    yield
+  finally:
+    _BATCH_NORM.pop()
+
+
 def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
                epsilon: float = TORCH_BN_EPSILON):
   """BatchNorm over the last (channel) axis; gamma 1, beta 0 like PyTorch.
@@ -106,7 +121,7 @@ def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
   hand-written second derivative that keeps the exact meta step's memory down
   (see mwn_tf/models/batch_norm.py).
   """
-  return MetaBatchNormalization(
+  return _BATCH_NORM[-1](
       axis=-1, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name)(x)
 
 
