@@ -773,7 +773,8 @@ def conv_floor(model: str = "resnet32", batch_size: int = 100,
 
 def conv_floor_markdown(floor: ConvFloor, *, command: str) -> str:
   """`conv_floor`'s result as a markdown table."""
-  counts = {"forward": ("1", "4 (F, Fm, 2 in the second-order pass)"),
+  counts = {"forward": ("1", "4 (F, Fm, 2 in the second-order pass; the "
+                        "first layer 1 there)"),
             "backprop filter": ("1", "3 (B1, Bm, B3)"),
             "backprop input": ("1", "3 (B1, Bm, B3)")}
   lines = [f"`{command}`", "",
