@@ -17,6 +17,7 @@ import keras
 
 from mwn_tf import models
 from mwn_tf.models import resnet50 as resnet50_lib
+from mwn_tf.models.batch_norm import MetaBatchNormalization
 
 
 def _tensor_copies(variables):
@@ -487,6 +488,33 @@ def test_resnet50_shape_count_and_batchnorm(resnet50_model):
          if isinstance(l, keras.layers.BatchNormalization)]
   assert len(bns) == 53
   assert all(bn.momentum == pytest.approx(0.9) for bn in bns)
+  # keras.applications' BN layers, swapped for the cheap-second-derivative
+  # subclass with their names and epsilon kept.
+  assert all(type(bn) is MetaBatchNormalization for bn in bns)
+  assert all(bn.epsilon == pytest.approx(1.001e-5) for bn in bns)
+  assert "conv1_bn" in [bn.name for bn in bns]
+
+
+@pytest.mark.slow
+def test_resnet50_restores_checkpoints_of_the_keras_bn_graph(tmp_path):
+  """Checkpoints written before the BN swap (keras.applications' own
+  layers) restore into the registry model, and it computes the same."""
+  inputs = keras.Input((32, 32, 3), name="images")
+  features = keras.applications.ResNet50(
+      include_top=False, weights=None, input_tensor=inputs,
+      input_shape=(32, 32, 3), pooling="avg")
+  old = keras.Model(inputs, keras.layers.Dense(14, name="logits")(
+      features.output))
+  rng = np.random.default_rng(0)
+  for v in old.variables:
+    value = rng.uniform(0.0, 0.1, v.shape)
+    v.assign(value + 0.5 if "variance" in v.path else value)
+  tf.train.Checkpoint(model=old).write(str(tmp_path / "ckpt"))
+  new = models.get("resnet50", num_classes=14, input_shape=(32, 32, 3))
+  tf.train.Checkpoint(model=new).read(str(tmp_path / "ckpt")).assert_consumed()
+  x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+  np.testing.assert_array_equal(new(x, training=False).numpy(),
+                                old(x, training=False).numpy())
 
 
 def test_resnet50_from_scratch_logs_it(caplog):

@@ -113,6 +113,11 @@ def keras_batch_norm():
     _BATCH_NORM.pop()
 
 
+def batch_norm_class():
+  """The BatchNorm class `batch_norm` builds (see `keras_batch_norm`)."""
+  return _BATCH_NORM[-1]
+
+
 def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
                epsilon: float = TORCH_BN_EPSILON):
   """BatchNorm over the last (channel) axis; gamma 1, beta 0 like PyTorch.
@@ -121,7 +126,7 @@ def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
   hand-written second derivative that keeps the exact meta step's memory down
   (see mwn_tf/models/batch_norm.py).
   """
-  return _BATCH_NORM[-1](
+  return batch_norm_class()(
       axis=-1, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name)(x)
 
 

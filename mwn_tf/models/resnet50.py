@@ -73,6 +73,14 @@ def backbone(model: keras.Model) -> keras.Model:
                      name="resnet50_backbone")
 
 
+def _clone_layer(layer: keras.layers.Layer, bn_momentum: float):
+  config = layer.get_config()
+  if isinstance(layer, keras.layers.BatchNormalization):
+    config["momentum"] = float(bn_momentum)
+    return L.batch_norm_class().from_config(config)
+  return layer.__class__.from_config(config)
+
+
 @register("resnet50")
 @gin.configurable("resnet50", denylist=["num_classes", "input_shape"])
 def resnet50(num_classes: int,
@@ -115,10 +123,12 @@ def resnet50(num_classes: int,
     features = keras.applications.ResNet50(
         include_top=False, weights=None, input_tensor=inputs,
         input_shape=tuple(input_shape), pooling="avg")
-  for layer in features.layers:
-    if isinstance(layer, keras.layers.BatchNormalization):
-      # BatchNormalization reads self.momentum at call time.
-      layer.momentum = float(bn_momentum)
+  # The same graph with every BatchNorm a MetaBatchNormalization (same
+  # config, names and weight order, so the weight files still load; see
+  # layers.batch_norm), at the chosen momentum.
+  features = keras.models.clone_model(
+      features, input_tensors=[inputs],
+      clone_function=lambda layer: _clone_layer(layer, bn_momentum))
   if weights_path is None:
     logging.info("resnet50: weights_path is None, training the ResNet-50 "
                  "backbone from scratch (random init; the paper starts "
