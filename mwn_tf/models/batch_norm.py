@@ -71,18 +71,13 @@ def _count(x, axes, ctx):
   return n
 
 
-def _backward_formula(dy, dmean, dvar, x, gamma, axes, epsilon, ctx):
-  """(dx, dγ, dβ) from scratch, for autodiff of the Hessian terms.
+def _linear_backward(dy, dmean, dvar, xhat, gamma, r, n, axes, ctx):
+  """(dx, dγ, dβ) for upstream (dy, dmean, dvar), given x̂, r and n.
 
-  Shapes: dy, x `[..., C]`; dmean, dvar, gamma `[C]`.
+  Shapes: dy, xhat `[..., C]`; dmean, dvar, gamma, r `[C]`. Every per-channel
+  term is folded into two `[C]` vectors, so dx costs two activation-sized
+  multiply-adds.
   """
-  # Two-pass moments without tf.nn.moments' stop_gradient, which would drop
-  # the -11ᵀ/n part of the variance's Hessian.
-  n = _count(x, axes, ctx)
-  mean = _global(ctx, tf.reduce_sum(x, axes))[0] / n
-  var = _global(ctx, tf.reduce_sum(tf.square(x - mean), axes))[0] / n
-  r = tf.math.rsqrt(var + epsilon)
-  xhat = (x - mean) * r
   sum_dy = tf.reduce_sum(dy, axes)
   sum_dyx = tf.reduce_sum(dy * xhat, axes)
   g_dy, g_dyx, g_dmean, g_dvar = _global(ctx, sum_dy, sum_dyx, dmean, dvar)
@@ -90,6 +85,18 @@ def _backward_formula(dy, dmean, dvar, x, gamma, axes, epsilon, ctx):
   dx = (gr * dy + (g_dmean - gr * g_dy) / n
         + xhat * ((2.0 * g_dvar / r - gr * g_dyx) / n))
   return dx, sum_dyx, sum_dy
+
+
+def _backward_formula(dy, dmean, dvar, x, gamma, axes, epsilon, ctx):
+  """(dx, dγ, dβ) rebuilt from x, for autodiff of the Hessian terms."""
+  # Two-pass moments without tf.nn.moments' stop_gradient, which would drop
+  # the -11ᵀ/n part of the variance's Hessian.
+  n = _count(x, axes, ctx)
+  mean = _global(ctx, tf.reduce_sum(x, axes))[0] / n
+  var = _global(ctx, tf.reduce_sum(tf.square(x - mean), axes))[0] / n
+  r = tf.math.rsqrt(var + epsilon)
+  return _linear_backward(dy, dmean, dvar, (x - mean) * r, gamma, r, n, axes,
+                          ctx)
 
 
 def batch_norm_train(x, gamma, beta, axes, epsilon, synchronized=False):
@@ -126,19 +133,13 @@ def batch_norm_train(x, gamma, beta, axes, epsilon, synchronized=False):
 
   @tf.custom_gradient
   def _backward(dy, dmean, dvar, x, gamma, mean, r):
-    """(dx, dγ, dβ, 0, 0) for the forward's inputs, linear in dy/dmean/dvar."""
+    """(dx, dγ, dβ): linear in (dy, dmean, dvar), the forward's upstream."""
     # mean and r are inputs only so that TF treats them as constants of the
     # linear map; their dependence on x is handled in `grad_of_grad`.
     xhat = (x - mean) * r
     n = _count(x, axes, ctx)
-    sum_dy = tf.reduce_sum(dy, axes)
-    sum_dyx = tf.reduce_sum(dy * xhat, axes)
-    g_dy, g_dyx, g_dmean, g_dvar = _global(ctx, sum_dy, sum_dyx, dmean, dvar)
+    grads = _linear_backward(dy, dmean, dvar, xhat, gamma, r, n, axes, ctx)
     gr = gamma * r
-    # All per-channel terms are folded into two [C] vectors, so dx costs two
-    # activation-sized multiply-adds.
-    dx = (gr * dy + (g_dmean - gr * g_dy) / n
-          + xhat * ((2.0 * g_dvar / r - gr * g_dyx) / n))
 
     def grad_of_grad(u_x, u_gamma, u_beta):
       # The transpose of the linear map (dy, dmean, dvar) -> (dx, dγ, dβ).
@@ -160,7 +161,7 @@ def batch_norm_train(x, gamma, beta, axes, epsilon, synchronized=False):
       return (ddy, ddmean, ddvar, dxx, dgamma,
               tf.zeros_like(mean), tf.zeros_like(r))
 
-    return (dx, sum_dyx, sum_dy), grad_of_grad
+    return grads, grad_of_grad
 
   return bn(x, gamma, beta)
 
