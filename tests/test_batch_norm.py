@@ -131,11 +131,11 @@ def test_the_keras_reference_misses_part_of_the_variance_hessian():
                                atol=1e-12, err_msg=NAMES[i])
 
 
-def _keras_pair(dtype="float32", synchronized=False, momentum=0.9):
+def _keras_pair(dtype="float32"):
+  """Keras' layer and ours, built alike with the same random weights."""
   import keras  # pylint: disable=g-import-not-at-top
   from mwn_tf.models.batch_norm import MetaBatchNormalization  # pylint: disable=g-import-not-at-top
-  kwargs = dict(axis=-1, momentum=momentum, epsilon=EPS, dtype=dtype,
-                synchronized=synchronized)
+  kwargs = dict(axis=-1, momentum=0.9, epsilon=EPS, dtype=dtype)
   ref = keras.layers.BatchNormalization(**kwargs)
   ours = MetaBatchNormalization(**kwargs)
   for layer in (ref, ours):
