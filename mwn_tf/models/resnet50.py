@@ -74,6 +74,8 @@ def backbone(model: keras.Model) -> keras.Model:
 
 
 def _clone_layer(layer: keras.layers.Layer, bn_momentum: float):
+  """A fresh copy of `layer` from its config; BatchNorm becomes the registry's
+  BatchNorm class (`L.batch_norm_class()`) at momentum `bn_momentum`."""
   config = layer.get_config()
   if isinstance(layer, keras.layers.BatchNormalization):
     config["momentum"] = float(bn_momentum)
