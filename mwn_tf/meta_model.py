@@ -54,7 +54,7 @@ import keras
 import tensorflow as tf
 
 from mwn_tf import fast_step
-from mwn_tf.strategy import synchronize_batchnorm
+from mwn_tf.models.batch_norm import synchronize_batchnorm
 from mwn_tf.weight_net import WeightNet
 
 METHODS = ("mwn", "baseline")
@@ -338,6 +338,27 @@ class MetaWeightModel(keras.Model):
         self.meta_optimizer = keras.optimizers.LossScaleOptimizer(
             self.meta_optimizer)
       self.meta_optimizer.build(self.weight_net.trainable_variables)
+
+  def checkpoint_items(self) -> dict:
+    """What a checkpoint of this model holds, as `tf.train.Checkpoint` items.
+
+    Call after `compile`. Keys (the runner's checkpoints keep them, so old
+    runs still resume): `classifier` and `weight_net` (lists of variables:
+    Keras 3 models are not tracked by attribute), `optimizer`, `metrics` (the
+    variables of every train metric, including those `metrics` hides until
+    the first step, in a fixed order) and, for MW-Net, `meta_optimizer`.
+
+    Returns:
+      name -> variable list or trackable optimizer.
+    """
+    items = {"classifier": list(self.classifier.variables),
+             "weight_net": list(self.weight_net.variables),
+             "optimizer": self.optimizer,
+             "metrics": [v for m in self._train_metrics.values()
+                         for v in m.variables]}
+    if self.method == "mwn":
+      items["meta_optimizer"] = self.meta_optimizer
+    return items
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     # Keras 3 (TF backend), for a model made under a strategy, builds it in

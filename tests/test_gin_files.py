@@ -9,7 +9,7 @@ import re
 import gin
 import pytest
 
-from mwn_tf import train  # noqa: F401  registers every configurable
+from mwn_tf.runner import train_eval  # noqa: F401  registers every configurable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, "gin")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mwn_tf import export
+from mwn_tf.runner import export
 from mwn_tf import models
 from mwn_tf.weight_net import WeightNet
 
