@@ -321,11 +321,13 @@ def operative_config_summary(writer, text: str, step: int) -> None:
 def hparams(settings: dict, data_summary: dict, total_steps: int) -> dict:
   """The TensorBoard hparams of a run (also results.json's `hparams`)."""
   get = settings.get
-  return {
+  out = {
       "method": get("method"), "dataset": get("dataset"),
       "model": get("model"), "seed": int(get("seed")),
       "noise_type": str(data_summary.get("noise_type", "none")),
-      "noise_rate": float(data_summary.get("noise_rate", 0.0)),
+      # None for real noise of unknown rate (Clothing1M): left out below, as
+      # HParams values must be numbers, strings or booleans.
+      "noise_rate": data_summary.get("noise_rate", 0.0),
       "imbalance_factor": float(data_summary.get("imbalance_factor", 1.0)),
       "normalize_weights": get("normalize_weights"),
       "batch_size": int(get("batch_size")),
@@ -335,6 +337,7 @@ def hparams(settings: dict, data_summary: dict, total_steps: int) -> dict:
       "weight_net_hidden_units": ",".join(
           map(str, get("weight_net_hidden_units"))),
       "total_steps": int(total_steps)}
+  return {k: v for k, v in out.items() if v is not None}
 
 
 def write_run_header(writer, run_hparams: dict, data_summary: dict,

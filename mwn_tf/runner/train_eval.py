@@ -202,7 +202,9 @@ def train_eval(
       _results, out, meta_model, state, plan, export, {
           "method": method, "dataset": dataset, "model": model,
           "seed": int(seed),
-          "realised_noise_rate": float(splits.realised_noise_rate)}, {
+          "realised_noise_rate": data_summary["realised_noise_rate"],
+          "realised_noise_rate_measured_on":
+              data_summary["realised_noise_rate_measured_on"]}, {
               "data": data_summary, "hparams": hparams,
               "settings": _resolved(settings)})
 
