@@ -195,8 +195,12 @@ class MetaBatchNormalization(keras.layers.BatchNormalization):
     return ops.cast(y, self.compute_dtype)
 
 
-def _all_layers(layer):
-  """`layer` and every layer nested in it through models' `layers`, once."""
+def all_layers(layer):
+  """Yields `layer` and every layer nested in it, each once.
+
+  Keras' public `Model.layers` lists one level; this follows it into nested
+  models (functional, Sequential or subclassed), depth first.
+  """
   seen, stack = set(), [layer]
   while stack:
     current = stack.pop()
@@ -222,7 +226,7 @@ def synchronize_batchnorm(model) -> int:
     How many layers were switched.
   """
   count = 0
-  for layer in _all_layers(model):
+  for layer in all_layers(model):
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.synchronized = True
       count += 1

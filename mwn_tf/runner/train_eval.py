@@ -224,19 +224,6 @@ def train_eval(
       curve_max_loss=curve_max_loss,
       write_operative_config=write_operative_config,
       on_epoch_recorded=lambda: results(False))
-  metric_variables = meta_model.checkpoint_items()["metrics"]
-  callbacks = [
-      checkpointing.NonFiniteGuard(
-          lambda: checkpointing.describe_checkpoint(manager),
-          plan.steps_per_epoch),
-      monitor,
-      checkpointing.Checkpointer(
-          manager, meta_model.classifier.variables +
-          meta_model.weight_net.variables, state, checkpoint_every_n_steps,
-          metric_variables,
-          # Mid-epoch: the epoch's running means continue from the checkpoint.
-          [np.asarray(v) for v in metric_variables] if skip else None)]
-
   # The loop.
   try:
     epochs_lib.train_epochs(
@@ -245,7 +232,8 @@ def train_eval(
         total_steps=plan.total_steps, batch_size=batch_size,
         meta_batch_size=meta_batch_size, strategy=strategy,
         test_data=splits.test(eval_batch_size, strategy),
-        callbacks=callbacks,
+        callbacks=_callbacks(meta_model, state, manager, monitor, plan,
+                             checkpoint_every_n_steps, mid_epoch=skip > 0),
         # Progress bars on a terminal, one line per epoch in logs.
         verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto"
         else verbose)
@@ -263,10 +251,7 @@ def train_eval(
   out.write_final(samples, monitor.curve() if method == "mwn" else None,
                   meta_model if export else None)
   writer.flush()
-  noisy = samples["is_noisy"].astype(bool)
-  final = results(True, extra={
-      "final_sample_weight_clean": _mean_or_none(samples["weight"], ~noisy),
-      "final_sample_weight_noisy": _mean_or_none(samples["weight"], noisy)})
+  final = results(True, extra=_final_weights(samples))
   out.cleanup()
   return final
 
@@ -280,6 +265,24 @@ def bound_settings() -> dict:
               if p.kind is inspect.Parameter.KEYWORD_ONLY}
   settings.update(gin.get_bindings(train_eval))
   return settings
+
+
+def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
+               mid_epoch: bool) -> list:
+  """NaN guard, monitor, checkpointer: in this order, so a bad step is never
+  recorded or saved."""
+  metric_variables = meta_model.checkpoint_items()["metrics"]
+  return [
+      checkpointing.NonFiniteGuard(
+          lambda: checkpointing.describe_checkpoint(manager),
+          plan.steps_per_epoch),
+      monitor,
+      checkpointing.Checkpointer(
+          manager, meta_model.classifier.variables +
+          meta_model.weight_net.variables, state, every_n_steps,
+          metric_variables,
+          # Mid-epoch: the epoch's running means continue from the checkpoint.
+          [np.asarray(v) for v in metric_variables] if mid_epoch else None)]
 
 
 def _build(splits, plan: settings_lib.StepPlan, s: dict):
@@ -367,5 +370,10 @@ def _resolved(settings: dict) -> dict:
           if k not in ("model_dir", "strategy")}
 
 
-def _mean_or_none(values, mask):
-  return float(np.mean(values[mask])) if mask.any() else None
+def _final_weights(samples: dict) -> dict:
+  """Mean final weight of the clean and of the corrupted training samples."""
+  noisy = samples["is_noisy"].astype(bool)
+  mean = lambda mask: (float(np.mean(samples["weight"][mask])) if mask.any()
+                       else None)
+  return {"final_sample_weight_clean": mean(~noisy),
+          "final_sample_weight_noisy": mean(noisy)}

@@ -58,6 +58,19 @@ def test_results_json(smoke):
   assert "digits.noise_rate = 0.4" in operative
 
 
+def test_results_json_has_every_resolved_setting(smoke):
+  """results.json's `settings`: the value of every train_eval argument the
+  run used (gin bindings over defaults), so readers need not parse gin."""
+  model_dir, results = smoke
+  on_disk = json.loads((model_dir / "results.json").read_text())
+  assert on_disk["settings"] == results["settings"]
+  assert set(on_disk["settings"]) == set(train_eval_lib.bound_settings())
+  assert on_disk["settings"]["train_steps"] == 2  # smoke.gin
+  assert on_disk["settings"]["weight_net_hidden_units"] == [8]  # smoke.gin
+  assert on_disk["settings"]["learning_rate"] == 0.1  # the default
+  assert on_disk["settings"]["jit_compile"] == "auto"
+
+
 def test_tensorboard_has_scalars_images_histograms(smoke):
   model_dir, _ = smoke
   tags, acc = plugin_tags(model_dir)
