@@ -342,22 +342,23 @@ class MetaWeightModel(keras.Model):
   def checkpoint_items(self) -> dict:
     """What a checkpoint of this model holds, as `tf.train.Checkpoint` items.
 
-    Call after `compile`. Keys (the runner's checkpoints keep them, so old
-    runs still resume): `classifier` and `weight_net` (lists of variables:
-    Keras 3 models are not tracked by attribute), `optimizer`, `metrics` (the
-    variables of every train metric, including those `metrics` hides until
-    the first step, in a fixed order) and, for MW-Net, `meta_optimizer`.
+    Keys (the runner's checkpoints keep them, so old runs still resume):
+    `classifier` and `weight_net` (lists of variables: Keras 3 models are not
+    tracked by attribute), `metrics` (the variables of every train metric,
+    including those `metrics` hides until the first step, in a fixed order)
+    and, once compiled, `optimizer` and (MW-Net) `meta_optimizer`.
 
     Returns:
       name -> variable list or trackable optimizer.
     """
     items = {"classifier": list(self.classifier.variables),
              "weight_net": list(self.weight_net.variables),
-             "optimizer": self.optimizer,
              "metrics": [v for m in self._train_metrics.values()
                          for v in m.variables]}
-    if self.method == "mwn":
-      items["meta_optimizer"] = self.meta_optimizer
+    if self.compiled:
+      items["optimizer"] = self.optimizer
+      if self.method == "mwn":
+        items["meta_optimizer"] = self.meta_optimizer
     return items
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):

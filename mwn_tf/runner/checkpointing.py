@@ -105,6 +105,23 @@ def make_checkpoint(meta_model, state: RunState) -> tf.train.Checkpoint:
                              run=state.checkpoint_items())
 
 
+def restore_models(meta_model, path: str) -> None:
+  """Restores only the classifier and V of `meta_model` from checkpoint
+  `path` (a run's, e.g. `run_dir.latest_checkpoint(model_dir)`), ignoring
+  its optimizers, metrics and run state: for reading a run, even one still
+  training.
+
+  Raises:
+    tf.errors.OpError, AssertionError, ValueError: `path` is unreadable or
+      holds another classifier or V.
+  """
+  items = meta_model.checkpoint_items()
+  tf.train.Checkpoint(classifier=items["classifier"],
+                      weight_net=items["weight_net"]).restore(
+                          path).expect_partial(
+                          ).assert_existing_objects_matched()
+
+
 def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
             max_to_keep: int):
   """Restores the newest readable checkpoint of model_dir.

@@ -224,6 +224,7 @@ def train_eval(
       curve_max_loss=curve_max_loss,
       write_operative_config=write_operative_config,
       on_epoch_recorded=lambda: results(False))
+
   # The loop.
   try:
     epochs_lib.train_epochs(

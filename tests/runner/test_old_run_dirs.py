@@ -23,13 +23,19 @@ import json
 import os
 import shutil
 
+import gin
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from helpers import BINDINGS
 from helpers import REPO
+from helpers import SMOKE
 from helpers import assert_matches_reference
 from helpers import rerun
+from mwn_tf.runner import checkpointing
 from mwn_tf.runner import run_dir
+from mwn_tf.runner import settings
 
 OLD = os.path.join(REPO, "tests", "fixtures", "old_run_f615b35")
 TWO_EPOCHS = [b for b in BINDINGS if not b.startswith("train_eval.epochs")
@@ -48,6 +54,25 @@ def test_the_fixture_is_the_old_finished_run():
   assert "settings" not in results  # written before the key existed
   assert [os.path.basename(p) for p in run_dir.checkpoints(OLD)] == [
       "ckpt-67", "ckpt-72", "ckpt-74"]
+
+
+def test_an_old_checkpoint_restores_the_models_for_reading():
+  """What the analysis does with a run: rebuild the classifier and V, and
+  restore them (not the optimizers) from the newest checkpoint."""
+  gin.parse_config_file(SMOKE)
+  splits = settings.load_data("digits", 0)
+  meta_model = settings.build_model(
+      splits, model="mlp", method="mwn", weight_net_hidden_units=(8,),
+      normalize_weights="sum", weight_decay=5e-4, meta_weight_decay=1e-4)
+  path = run_dir.latest_checkpoint(OLD)
+  assert path.endswith("ckpt-74")
+  checkpointing.restore_models(meta_model, path)
+  for prefix, variables in (("classifier", meta_model.classifier.variables),
+                            ("weight_net", meta_model.weight_net.variables)):
+    assert variables
+    for i, v in enumerate(variables):
+      np.testing.assert_array_equal(v.numpy(), tf.train.load_variable(
+          path, f"{prefix}/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 @pytest.mark.slow
