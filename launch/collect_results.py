@@ -25,7 +25,8 @@ from typing import Optional
 # Run as a script, so put the repository (not launch/) on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mwn_tf.runner import run_dir  # noqa: E402  pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from mwn_tf.runner import run_dir  # noqa: E402
 
 
 def describe(result: dict) -> dict:

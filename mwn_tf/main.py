@@ -11,6 +11,7 @@ rerunning the same command resumes the same run. Exit status: 0 done, 1
 training stopped on a NaN/Inf loss, 2 bad configuration or model_dir.
 """
 
+import functools
 import importlib.util  # noqa: F401  gin's file reader needs it imported.
 import os
 import sys
@@ -64,10 +65,16 @@ def _gin_error(source: str, e: Exception) -> str:
       lines)
 
 
+@functools.lru_cache(maxsize=None)
+def _search_the_repo() -> None:
+  """Once per process: relative --gin_file paths are also looked up from the
+  repository (gin keeps its search paths across `gin.clear_config`)."""
+  gin.add_config_file_search_path(_REPO)
+
+
 def parse_gin(gin_files, gin_params) -> None:
   """Parses files then bindings; any problem exits 2 naming its source."""
-  if _REPO not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
-    gin.add_config_file_search_path(_REPO)
+  _search_the_repo()
   for path in gin_files:
     try:
       gin.parse_config_file(path, skip_unknown=False)

@@ -1,4 +1,4 @@
-"""THE model_dir contract: what a run writes where, who writes it, how to read it.
+"""THE model_dir contract: what a run writes where, who writes, how to read it.
 
 A run's folder (`model_dir`) holds:
 
