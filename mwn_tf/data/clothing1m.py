@@ -364,4 +364,8 @@ def clothing1m(data_dir: Optional[str] = None,
                   info.metadata["noisy_train_with_clean_label"]
                   if is_noisy else None),
               "image_size": image_size, "resize_size": resize_size},
-      class_names=list(CLASS_NAMES))
+      class_names=list(CLASS_NAMES),
+      raw_images=splits_lib.RawImages(
+          shape=(None, None, 3), dtype="uint8", encoded=True,
+          description=preprocessing.resnet_eval_description(image_size,
+                                                            resize_size)))
