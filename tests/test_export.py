@@ -3,6 +3,7 @@ take raw images with the training-time evaluation preprocessing inside."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -315,3 +316,40 @@ def test_clothing1m_raw_image_and_jpeg_signatures_match_the_pipeline(tmp_path):
     signatures = json.load(f)["signatures"]
   assert signatures["serve_images"]["shape"] == [None, None, None, 3]
   assert signatures["serve_bytes"]["dtype"] == "string"
+
+
+# ------------------------------------------------------------ README snippet --
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_snippet():
+  """The python block of README's "Using the trained models" section."""
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  section = readme.split("\n## Using the trained models\n", 1)[1]
+  section = section.split("\n## ", 1)[0]
+  blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+  assert len(blocks) == 1, "expected one python block in the section"
+  return blocks[0]
+
+
+@pytest.mark.slow
+def test_readme_snippet_runs_as_written_on_a_real_run(tmp_path):
+  run_dir = tmp_path / "run"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  subprocess.run([sys.executable, "-m", "mwn_tf.main",
+                  "--gin_file=gin/smoke.gin", f"--model_dir={run_dir}"],
+                 cwd=REPO, check=True, env=env, capture_output=True,
+                 timeout=600)
+  snippet = _readme_snippet()
+  assert snippet.count("runs/quickstart/") == 2
+  (tmp_path / "snippet.py").write_text(
+      snippet.replace("runs/quickstart/", f"{run_dir}/"))
+  proc = subprocess.run([sys.executable, str(tmp_path / "snippet.py")],
+                        cwd=tmp_path, capture_output=True, text=True,
+                        env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.splitlines()
+  assert "pixel / 16" in proc.stdout
+  assert re.match(r"\[b'\d' b'\d' b'\d' b'\d' b'\d'\] \[0 1 2 3 4\]",
+                  lines[0]), lines[0]
