@@ -151,23 +151,19 @@ def _class_names(data) -> list:
   return names
 
 
-def _add_raw_image_endpoints(archive, probabilities, data, shape) -> dict:
-  """Adds `serve_images`, `serve_bytes` (encoded datasets) and `metadata`
-  to `archive`; returns the files for `assets.extra/`."""
+def _raw_image_functions(probabilities, data, shape):
+  """(serve_images, serve_bytes): raw pixels [b, *raw shape] or encoded files
+  [b] -> probabilities, class names and top class, through `data.eval_fn`."""
   raw, names = data.raw_images, _class_names(data)
   model_input = tf.TensorSpec(shape, tf.float32)
 
   def labelled(images):
-    """[b, *model input] -> probabilities, class names, top class."""
+    """[b, *model input] -> the signatures' outputs."""
     probs = probabilities(images)
     table = tf.constant(names)
     return {"probabilities": probs,
             "class_names": tf.tile(table[None], [tf.shape(probs)[0], 1]),
             "top_class": tf.gather(table, tf.argmax(probs, -1))}
-
-  def serve_images(images):
-    return labelled(tf.map_fn(data.eval_fn, images,
-                              fn_output_signature=model_input))
 
   def from_bytes(encoded):
     # JPEGs take the training decoder (inside eval_fn); other formats are
@@ -178,13 +174,27 @@ def _add_raw_image_endpoints(archive, probabilities, data, shape) -> dict:
             encoded, channels=raw.shape[-1], dtype=tf.uint8,
             expand_animations=False)))
 
+  def serve_images(images):
+    return labelled(tf.map_fn(data.eval_fn, images,
+                              fn_output_signature=model_input))
+
   def serve_bytes(images):
     return labelled(tf.map_fn(from_bytes, images,
                               fn_output_signature=model_input))
 
-  signatures = {"serve_images": {
-      "dtype": raw.dtype, "shape": [None] + list(raw.shape),
-      "meaning": "raw pixels, as the dataset stores them"}}
+  return serve_images, serve_bytes
+
+
+def _add_raw_image_endpoints(archive, probabilities, data, shape) -> dict:
+  """Adds `serve_images`, `serve_bytes` (encoded datasets) and `metadata`
+  to `archive`; returns the files for `assets.extra/`."""
+  raw, names = data.raw_images, _class_names(data)
+  serve_images, serve_bytes = _raw_image_functions(probabilities, data, shape)
+  signatures = {
+      "serve": {"dtype": "float32", "shape": [None] + list(shape),
+                "meaning": "images preprocessed as the training pipeline does"},
+      "serve_images": {"dtype": raw.dtype, "shape": [None] + list(raw.shape),
+                       "meaning": "raw pixels, as the dataset stores them"}}
   archive.add_endpoint(
       "serve_images", serve_images,
       input_signature=[tf.TensorSpec((None,) + tuple(raw.shape),
@@ -199,13 +209,9 @@ def _add_raw_image_endpoints(archive, probabilities, data, shape) -> dict:
       "metadata", lambda: {"class_names": tf.constant(names),
                            "preprocessing": tf.constant(raw.description)},
       input_signature=[])
-  metadata = {
-      "dataset": data.name, "num_classes": len(names), "class_names": names,
-      "preprocessing": raw.description,
-      "signatures": {"serve": {
-          "dtype": "float32", "shape": [None] + list(shape),
-          "meaning": "images preprocessed as the training pipeline does"},
-                     **signatures}}
+  metadata = {"dataset": data.name, "num_classes": len(names),
+              "class_names": names, "preprocessing": raw.description,
+              "signatures": signatures}
   return {"metadata.json": json.dumps(metadata, indent=1),
           "class_names.txt": "".join(n + "\n" for n in names)}
 

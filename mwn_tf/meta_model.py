@@ -341,12 +341,9 @@ class MetaWeightModel(keras.Model):
             self.meta_optimizer)
       self.meta_optimizer.build(self.weight_net.trainable_variables)
 
-  # ----------------------------------------------------------- Keras saving --
-  # `save("m.keras")` stores this config (classifier and V nested as Keras
-  # objects), the compile config (both optimizers) and every variable,
-  # optimizer slots included; `keras.models.load_model` rebuilds the model,
-  # compiles it (building both optimizers) and loads the variables, so the
-  # loaded model continues training exactly where the saved one stopped.
+  # Keras saving: `save("m.keras")` stores this config, the compile config
+  # (both optimizers) and every variable; `load_model` rebuilds, compiles
+  # (building both optimizers) and loads, so training continues exactly.
   def get_config(self):
     return {
         "classifier": keras.saving.serialize_keras_object(self.classifier),

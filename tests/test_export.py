@@ -234,6 +234,30 @@ def test_digits_raw_pixel_signature_matches_the_in_memory_model(tmp_path):
   assert "serve_bytes" not in metadata["signatures"]
 
 
+def test_npz_raw_pixels_are_standardised_inside_the_export(tmp_path):
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "mine.npz")
+  np.savez(path, x_train=rng.integers(0, 256, (60, 6, 6, 3), dtype=np.uint8),
+           y_train=np.arange(60) % 3,
+           x_test=rng.integers(0, 256, (12, 6, 6, 3), dtype=np.uint8),
+           y_test=np.arange(12) % 3, class_names=["cat", "dog", "owl"])
+  splits = mwn_tf.data.get("npz", path=path, num_meta=6)
+  keras.utils.set_random_seed(7)
+  classifier = models.get("small_cnn", num_classes=3, input_shape=(6, 6, 3))
+  export_dir = export.export_classifier(
+      classifier, str(tmp_path / "classifier"), data=splits)
+  test = _collect(splits.test(12))
+  expected = _probabilities(classifier, test["image"])
+  raw = np.load(path)["x_test"][test["index"]]
+  keras.backend.clear_session()
+  loaded = tf.saved_model.load(export_dir)
+  out = {k: v.numpy() for k, v in loaded.serve_images(raw).items()}
+  out["class_names"] = out["class_names"].astype(str)
+  out["top_class"] = out["top_class"].astype(str)
+  _assert_labelled(out, expected, ["cat", "dog", "owl"])
+  assert "(x_train's)" in loaded.metadata()["preprocessing"].numpy().decode()
+
+
 def _sklearn_jpeg_crops():
   """Crops of scikit-learn's two photographs (427x640), re-encoded as JPEG:
   real photographs of several sizes and aspect ratios."""

@@ -197,3 +197,24 @@ def test_model_checkpoint_in_a_users_fit(batches, tmp_path):
   # The first epoch's checkpoint holds the first epoch's state, not the last.
   first = _state(keras.models.load_model(str(tmp_path / "e1.keras")))
   assert any(not np.array_equal(a, b) for a, b in zip(first, final))
+
+
+def test_mixed_float16_round_trip_keeps_both_loss_scale_optimizers(
+    batches, tmp_path):
+  keras.utils.set_random_seed(6)
+  classifier = models.get("small_cnn", num_classes=10, input_shape=(8, 8, 1),
+                          dtype="mixed_float16")
+  model = mwn_tf.MetaWeightModel(classifier)
+  model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                meta_optimizer=keras.optimizers.Adam(1e-3))
+  model.fit(_dataset(batches[:2]), epochs=1, verbose=0)
+  path = str(tmp_path / "mixed.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  for optimizer in (loaded.optimizer, loaded.meta_optimizer):
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+  assert loaded.classifier.layers[1].dtype_policy.name == "mixed_float16"
+  _assert_equal(_state(loaded), _state(model))
+  model.fit(_dataset(batches[2:4]), epochs=1, verbose=0)
+  loaded.fit(_dataset(batches[2:4]), epochs=1, verbose=0)
+  _assert_equal(_state(loaded), _state(model))
