@@ -198,9 +198,10 @@ class Writer:
       export_lib.write_file_atomically(self.files["operative_config"], text)
 
   def write_final(self, samples: dict, curve: Optional[np.ndarray],
-                  meta_model) -> None:
+                  meta_model, splits=None) -> None:
     """Per-sample weights, the weighting curve and (if `meta_model`) the
-    SavedModels of its classifier and V."""
+    SavedModels of its classifier (raw-image signatures from `splits`) and
+    V."""
     if not self.chief:
       return
     export_lib.write_file_atomically(self.files["sample_weights"],
@@ -210,7 +211,7 @@ class Writer:
                                        _curve_csv(curve))
     if meta_model is not None:
       export_lib.export_classifier(meta_model.classifier,
-                                   self.exports["classifier"])
+                                   self.exports["classifier"], splits)
       if "weight_net" in self.exports:
         export_lib.export_weight_net(meta_model.weight_net,
                                      self.exports["weight_net"])

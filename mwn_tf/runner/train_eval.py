@@ -3,7 +3,7 @@
     results = train_eval("runs/quickstart", strategy)   # settings from gin
 
 `train_eval`'s keyword defaults are the paper's ResNet-32 noise setup
-(MW-Net.py, see REFERENCE.md): classifier SGD 0.1, momentum 0.9, weight decay
+(MW-Net.py, docs/REFERENCE.md): classifier SGD 0.1, momentum 0.9, weight decay
 5e-4, no Nesterov, 120 epochs with ×0.1 at epochs 80 and 100, batch 100, meta
 batch 100; V = Linear(1,100)-ReLU-Linear(100,1)-sigmoid trained by Adam 1e-3
 with weight decay 1e-4. One exception, on purpose: `normalize_weights="sum"`
@@ -250,7 +250,7 @@ def train_eval(
     samples = sample_pass(sample_data())
   monitor.set_model(meta_model)
   out.write_final(samples, monitor.curve() if method == "mwn" else None,
-                  meta_model if export else None)
+                  meta_model if export else None, splits)
   writer.flush()
   final = results(True, extra=_final_weights(samples))
   out.cleanup()
