@@ -200,7 +200,7 @@ def test_digits_raw_pixel_signature_matches_the_in_memory_model(tmp_path):
   keras.utils.set_random_seed(4)
   classifier = models.get("small_cnn", num_classes=10, input_shape=(8, 8, 1))
   # A trained classifier, so that its top classes mean something.
-  train = _collect(splits.train_eval(512))
+  train = _collect(splits.train_for_eval(512))
   classifier.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                      keras.losses.SparseCategoricalCrossentropy(
                          from_logits=True))
