@@ -138,6 +138,11 @@ class TfdsSource:
     return ds.repeat() if repeat else ds
 
 
+def _float_or_none(value) -> Optional[float]:
+  # None: unknown (real label noise without clean labels to measure it on).
+  return None if value is None else float(value)
+
+
 @dataclasses.dataclass
 class DataSplits:
   """Train, meta and test splits of one experiment plus their statistics.
@@ -201,8 +206,8 @@ class DataSplits:
         "num_train": self.num_train, "num_meta": self.num_meta,
         "num_test": self.num_test, "seed": int(self.seed),
         "augment": bool(self.augment),
-        "realised_noise_rate": float(self.realised_noise_rate),
-        "expected_noise_rate": float(self.expected_noise_rate),
+        "realised_noise_rate": _float_or_none(self.realised_noise_rate),
+        "expected_noise_rate": _float_or_none(self.expected_noise_rate),
         "class_counts": [int(c) for c in self.class_counts],
         "meta_class_counts": [int(c) for c in self.meta_class_counts],
     }
