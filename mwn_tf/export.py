@@ -4,6 +4,7 @@ Both exports load with plain TensorFlow, no mwn_tf needed:
 
     classifier = tf.saved_model.load("runs/quickstart/export/classifier")
     probs = classifier.serve(images)            # [b, H, W, C] -> [b, K]
+    names = classifier.class_names()            # [K] string (when known)
     weight_net = tf.saved_model.load("runs/quickstart/export/weight_net")
     weights = weight_net.serve(losses)          # [b] or [b, 1] -> same shape
 
@@ -78,17 +79,21 @@ def _write_atomically(archive: keras.export.ExportArchive, path: str) -> str:
   return path
 
 
-def export_classifier(classifier: keras.Model, path: str) -> str:
+def export_classifier(classifier: keras.Model, path: str,
+                      class_names=None) -> str:
   """Writes `classifier` as a SavedModel: images -> class probabilities.
 
   Args:
     classifier: Keras model mapping images `[b, H, W, C]` to logits `[b, K]`.
     path: Destination folder (replaced atomically if it exists).
+    class_names: optional K names in label order (name of class i first).
 
   Returns:
     `path`. The SavedModel's `serve(images)` takes float32 `[b, H, W, C]`
     (preprocessed as the training pipeline does) and returns float32
-    probabilities `[b, K]` (softmax of the logits, inference mode).
+    probabilities `[b, K]` (softmax of the logits, inference mode). With
+    `class_names`, `class_names()` (also a signature) returns them as a
+    string `[K]`, so a reader maps probability column i to its class.
   """
   shape = tuple(classifier.inputs[0].shape[1:])
   archive = keras.export.ExportArchive()
@@ -102,6 +107,10 @@ def export_classifier(classifier: keras.Model, path: str) -> str:
       "serve", serve,
       input_signature=[tf.TensorSpec((None,) + shape, tf.float32,
                                      name="images")])
+  if class_names is not None:
+    names = [str(n) for n in class_names]
+    archive.add_endpoint("class_names", tf.function(
+        lambda: tf.constant(names), input_signature=[]))
   return _write_atomically(archive, path)
 
 

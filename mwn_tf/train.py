@@ -596,9 +596,9 @@ class _Outputs:
       tf.summary.text("config/operative_gin", indented, step=step)
 
   def write_final(self, samples: dict, curve: Optional[np.ndarray],
-                  meta_model) -> None:
+                  meta_model, class_names=None) -> None:
     """Per-sample weights, the weighting curve and (if `meta_model`) the
-    SavedModels of its classifier and V."""
+    SavedModels of its classifier (with `class_names`) and V."""
     if not self._chief:
       return
     export_lib.write_file_atomically(self.files["sample_weights"],
@@ -608,7 +608,7 @@ class _Outputs:
                                        _curve_csv(curve))
     if meta_model is not None:
       export_lib.export_classifier(meta_model.classifier,
-                                   self.exports["classifier"])
+                                   self.exports["classifier"], class_names)
       if "weight_net" in self.exports:
         export_lib.export_weight_net(meta_model.weight_net,
                                      self.exports["weight_net"])
@@ -879,7 +879,7 @@ def train_eval(
     samples = sample_pass(train_eval_data())
   monitor.set_model(meta_model)
   outputs.write_final(samples, monitor.curve() if method == "mwn" else None,
-                      meta_model if export else None)
+                      meta_model if export else None, splits.class_names)
   writer.flush()
   noisy = samples["is_noisy"].astype(bool)
   out = results(True, extra={
