@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import mwn_tf.data
+from mwn_tf import analyze
 from mwn_tf import main
 from mwn_tf.data import cifar_n
 
@@ -236,12 +237,17 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   assert len(names) == k
   weight_net = tf.saved_model.load(str(model_dir / "export" / "weight_net"))
   assert weight_net.serve(tf.constant([0.5, 2.0]))["weights"].shape == (2,)
+  # The human noise is known per sample, so detection is scored.
+  report = analyze.analyze(str(model_dir), make_figures=False)
+  assert report["detection"] is not None
+  assert os.path.exists(report["detection_json"])
 
 
 def test_missing_manual_file_exits_2_in_one_line(tmp_path):
   """A real process: one error line, no traceback, nothing downloaded."""
   proc = subprocess.run(
-      [sys.executable, "-m", "mwn_tf.main", "--gin_file=gin/cifar100n_noisy.gin",
+      [sys.executable, "-m", "mwn_tf.main",
+       "--gin_file=gin/cifar100n_noisy.gin",
        f"--model_dir={tmp_path / 'run'}",
        f"--gin_param=cifar100_n.data_dir = '{tmp_path / 'tfds'}'"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
