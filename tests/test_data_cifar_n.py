@@ -104,6 +104,7 @@ def test_cifar10n_label_sets(manual_dir, label_set):
   s = d.summary()
   assert s["label_set"] == label_set and s["noise_rate"] is None
   assert s["expected_noise_rate"] is None and s["transition_matrix"] is None
+  assert s["realised_noise_rate_measured_on"] == "all 1000 training samples"
   assert s["noise_rate_full_train_split"] == pytest.approx(
       np.mean(human_all != clean_all))
 

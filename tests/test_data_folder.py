@@ -96,6 +96,7 @@ def test_contract(generated):
   assert (d.num_train, d.num_meta, d.num_test) == (21, 6, 6)
   s = d.summary()
   assert s["realised_noise_rate"] is None and s["expected_noise_rate"] is None
+  assert s["realised_noise_rate_measured_on"].startswith("the 0 of 21 ")
   assert s["noise_rate"] is None and s["transition_matrix"] is None
   assert s["class_counts"] == [7, 7, 7] and s["meta_class_counts"] == [2] * 3
   train, meta = next(iter(d.train_and_meta(8, meta_batch_size=4)))

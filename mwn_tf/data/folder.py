@@ -404,6 +404,7 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
       test_source=sources["test"], train_fn=train_fn, eval_fn=eval_fn,
       augment=bool(augment), seed=int(seed), transition_matrix=None,
       realised_noise_rate=None, expected_noise_rate=None,
+      noise_rate_measured_on=0,  # No training image has a clean label.
       class_counts=np.bincount(arrays["train"]["label"], minlength=k),
       meta_class_counts=np.bincount(arrays["meta"]["label"], minlength=k),
       config={"train_dir": os.fspath(train_dir),
