@@ -39,7 +39,7 @@ def _human(name, clean, k):
   return np.where(i % EVERY[name] == 0, _wrong(clean, i, k), clean)
 
 
-def _fake(num_classes):
+def fake_cifar_n(num_classes):
   """as_dataset_fn for mock_data: N_TRAIN train images, N_TEST test images,
   clean labels i % K, human labels as in EVERY (-1 on test, as TFDS)."""
 
@@ -64,21 +64,26 @@ def _fake(num_classes):
   return as_dataset
 
 
+def write_manual_files(folder):
+  """Fills `folder` with the files both builders read from their manual
+  folder (empty: the mocked builder never opens them; the loader checks that
+  they exist). Returns the folder as a str."""
+  os.makedirs(folder, exist_ok=True)
+  for names in cifar_n.MANUAL_FILES.values():
+    for f in names:
+      with open(os.path.join(folder, f), "w"):
+        pass
+  return str(folder)
+
+
 @pytest.fixture
 def manual_dir(tmp_path):
-  """A TFDS manual folder holding the files the builders read (empty: the
-  mocked builder never opens them; the loader checks they exist)."""
-  folder = tmp_path / "manual"
-  folder.mkdir()
-  for name in cifar_n.MANUAL_FILES.values():
-    for f in name:
-      (folder / f).write_text("")
-  return str(folder)
+  return write_manual_files(tmp_path / "manual")
 
 
 def _get(name, manual_dir, **kwargs):
   k = 10 if name == "cifar10_n" else 100
-  with tfds.testing.mock_data(as_dataset_fn=_fake(k)):
+  with tfds.testing.mock_data(as_dataset_fn=fake_cifar_n(k)):
     return mwn_tf.data.get(name, manual_dir=manual_dir, **kwargs)
 
 
@@ -213,7 +218,7 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   k = 10 if name == "cifar10_n" else 100
   params = SHRINK + [f"{name}.manual_dir = '{manual_dir}'",
                      f"{name}.data_dir = '{tmp_path / 'tfds'}'"]
-  with tfds.testing.mock_data(as_dataset_fn=_fake(k)):
+  with tfds.testing.mock_data(as_dataset_fn=fake_cifar_n(k)):
     status, out, err = _call_main(
         [f"--gin_file=gin/{gin_file}", f"--model_dir={model_dir}"] +
         [f"--gin_param={p}" for p in params], capsys)

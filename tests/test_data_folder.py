@@ -3,6 +3,7 @@ JPEG photos (crops of scikit-learn's china.jpg and flower.jpg)."""
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -292,11 +293,12 @@ def _crops(name, count, rng):
     yield photo[y:y + h, x:x + w]
 
 
-@pytest.fixture(scope="module")
-def real_jpegs(tmp_path_factory):
-  """china/ and flower/ folders of JPEG (and some PNG) crops of the two
-  photos, written by PIL, plus the original JPEG files themselves."""
-  root = tmp_path_factory.mktemp("photos")
+def write_photo_folders(root):
+  """train/, meta/ and test/ folders under `root`, each with china/ and
+  flower/ class folders of JPEG (and some PNG) crops of the two photos,
+  written by PIL; train/ also holds the original JPEG files. Returns
+  {train_dir, meta_dir, test_dir} as str."""
+  root = pathlib.Path(root)
   rng = np.random.default_rng(1)
   images = os.path.join(os.path.dirname(sk_datasets.__file__), "images")
   for split, n in (("train", 12), ("meta", 3), ("test", 4)):
@@ -309,6 +311,11 @@ def real_jpegs(tmp_path_factory):
       if split == "train":
         shutil.copy(os.path.join(images, f"{name}.jpg"), folder)
   return {f"{s}_dir": str(root / s) for s in ("train", "meta", "test")}
+
+
+@pytest.fixture(scope="module")
+def real_jpegs(tmp_path_factory):
+  return write_photo_folders(tmp_path_factory.mktemp("photos"))
 
 
 def test_real_jpegs_decode_as_pil_does(real_jpegs):
