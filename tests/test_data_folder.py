@@ -250,6 +250,23 @@ def test_mismatched_class_names_are_listed(tmp_path, generated):
          in message
 
 
+def test_meta_or_test_images_that_are_training_images(generated):
+  root, _ = generated
+  train = os.path.join(root, "train")
+  with pytest.raises(ValueError, match=r"21 file\(s\) of folder.meta_dir are "
+                     "also in folder.train_dir, e.g. .*cat/img_0.jpg"):
+    _get(root, meta_dir=train)
+  # The same folder under another name is the same files.
+  link = os.path.join(root, "train_link")
+  os.symlink(train, link)
+  try:
+    with pytest.raises(ValueError, match="of folder.test_dir are also in "
+                       "folder.train_dir"):
+      _get(root, test_dir=link)
+  finally:
+    os.remove(link)
+
+
 def test_empty_class_folder_is_named(tmp_path, generated):
   root, _ = generated
   train = tmp_path / "train"

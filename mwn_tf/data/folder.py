@@ -147,6 +147,18 @@ def check_same_classes(names: Sequence[str], reference: Sequence[str],
       "subfolders (names are case-sensitive).")
 
 
+def check_disjoint(paths: np.ndarray, train_paths: np.ndarray,
+                   binding: str) -> None:
+  """Raises ValueError if files of `binding` are also training files (the
+  same file through any path), which would leak them into training."""
+  train = {os.path.realpath(p) for p in train_paths}
+  shared = [p for p in paths if os.path.realpath(p) in train]
+  if shared:
+    raise ValueError(f"{len(shared)} file(s) of {binding} are also in "
+                     f"folder.train_dir, e.g. {shared[0]}; the meta and test "
+                     "images must be other images than the training ones.")
+
+
 def decode(data: tf.Tensor, channels: int) -> tf.Tensor:
   """Encoded JPEG/PNG/BMP/GIF bytes -> uint8 [h, w, channels]."""
   # JPEG with the accurate integer IDCT, as Clothing1M: the same pixels as
@@ -289,12 +301,14 @@ def _split_arrays(train_dir, meta_dir, test_dir, test_fraction,
                                                     "folder.meta_dir")
   check_same_classes(meta_names, class_names, "folder.meta_dir", meta_dir,
                      train_dir)
+  check_disjoint(meta_paths, paths, "folder.meta_dir")
   unknown = np.full(labels.shape, -1, np.int32)
   if test_dir is not None:
     test_paths, test_labels, test_names = list_images(test_dir,
                                                       "folder.test_dir")
     check_same_classes(test_names, class_names, "folder.test_dir", test_dir,
                        train_dir)
+    check_disjoint(test_paths, paths, "folder.test_dir")
     test = {"path": test_paths, "label": test_labels,
             "clean_label": test_labels,
             "index": np.arange(test_labels.size, dtype=np.int64)}
@@ -373,8 +387,9 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
 
   Raises:
     FileNotFoundError: a folder does not exist.
-    ValueError: a setting, an empty class folder, or class folders that
-      differ between train_dir and meta_dir/test_dir.
+    ValueError: a setting, an empty class folder, class folders that
+      differ between train_dir and meta_dir/test_dir, or meta/test files
+      that are also training files.
     ImageFileError: files that cannot be read or decoded (named).
   """
   _check_settings(train_dir, meta_dir, test_dir, test_fraction, image_size,
