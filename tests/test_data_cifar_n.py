@@ -1,8 +1,9 @@
 """CIFAR-10N / CIFAR-100N loaders and gin files under tfds.testing.mock_data.
 
-The mock replaces the TFDS splits with data whose human labels differ from
-the clean ones on a known set of images, so the realised noise rate and the
-meta set can be checked against numbers computed here, not by the loader.
+The mock (cifar_n_fake.py) replaces the TFDS splits with data whose human
+labels differ from the clean ones on a known set of images, so the realised
+noise rate and the meta set are checked against numbers computed here, not
+by the loader.
 """
 
 import json
@@ -19,71 +20,23 @@ import tensorflow_datasets as tfds
 import mwn_tf.data
 from mwn_tf import analyze
 from mwn_tf import main
-from mwn_tf.data import cifar_n
+from mwn_tf.data import preprocessing
+
+import cifar_n_fake
+from cifar_n_fake import N_TEST, N_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
-N_TRAIN, N_TEST = 2000, 200
-# Human label sets of the fake data: name -> every k-th image gets a wrong
-# label ((clean + 1 + i % 3) % K), so its noise rate is known exactly.
-EVERY = {"worse_label": 2, "aggre_label": 10, "random_label1": 5,
-         "random_label2": 6, "random_label3": 7, "noise_label": 3}
-
-
-def _wrong(clean, i, k):
-  return (clean + 1 + i % 3) % k
-
-
-def _human(name, clean, k):
-  i = np.arange(clean.size)
-  return np.where(i % EVERY[name] == 0, _wrong(clean, i, k), clean)
-
-
-def fake_cifar_n(num_classes):
-  """as_dataset_fn for mock_data: N_TRAIN train images, N_TEST test images,
-  clean labels i % K, human labels as in EVERY (-1 on test, as TFDS)."""
-
-  def as_dataset(self, split, **unused_kwargs):
-    del self, unused_kwargs
-    n = N_TRAIN if split == "train" else N_TEST
-    clean = np.arange(n, dtype=np.int64) * 7 % num_classes
-    rng = np.random.default_rng(0 if split == "train" else 1)
-    ex = {"image": rng.integers(0, 256, (n, 32, 32, 3), np.uint8),
-          "label": clean, "id": np.array([f"{split}_{i:05d}"
-                                          for i in range(n)])}
-    names = (["noise_label"] if num_classes == 100 else
-             ["worse_label", "aggre_label", "random_label1", "random_label2",
-              "random_label3"])
-    for name in names:
-      ex[name] = (_human(name, clean, num_classes) if split == "train"
-                  else np.full(n, -1, np.int64))
-    if num_classes == 100:
-      ex["coarse_label"] = clean // 5
-    return tf.data.Dataset.from_tensor_slices(ex)
-
-  return as_dataset
-
-
-def write_manual_files(folder):
-  """Fills `folder` with the files both builders read from their manual
-  folder (empty: the mocked builder never opens them; the loader checks that
-  they exist). Returns the folder as a str."""
-  os.makedirs(folder, exist_ok=True)
-  for names in cifar_n.MANUAL_FILES.values():
-    for f in names:
-      with open(os.path.join(folder, f), "w"):
-        pass
-  return str(folder)
 
 
 @pytest.fixture
 def manual_dir(tmp_path):
-  return write_manual_files(tmp_path / "manual")
+  return cifar_n_fake.write_manual_files(tmp_path / "manual")
 
 
 def _get(name, manual_dir, **kwargs):
   k = 10 if name == "cifar10_n" else 100
-  with tfds.testing.mock_data(as_dataset_fn=fake_cifar_n(k)):
+  with tfds.testing.mock_data(as_dataset_fn=cifar_n_fake.fake_cifar_n(k)):
     return mwn_tf.data.get(name, manual_dir=manual_dir, **kwargs)
 
 
@@ -93,7 +46,7 @@ def _get(name, manual_dir, **kwargs):
 def test_cifar10n_label_sets(manual_dir, label_set):
   d = _get("cifar10_n", manual_dir, label_set=label_set)
   clean_all = np.arange(N_TRAIN) * 7 % 10
-  human_all = _human(label_set, clean_all, 10)
+  human_all = cifar_n_fake.human(label_set, clean_all, 10)
   train, meta = d.arrays["train"], d.arrays["meta"]
   # Meta: the paper's 1000 = 100 per class, clean labels, out of train.
   assert d.num_meta == 1000 and d.num_train == N_TRAIN - 1000
@@ -118,7 +71,7 @@ def test_cifar100n_noisy_label_and_meta(manual_dir):
   d = _get("cifar100_n", manual_dir)
   assert d.summary()["label_set"] == "noisy_label" and d.num_classes == 100
   clean_all = np.arange(N_TRAIN) * 7 % 100
-  human_all = _human("noise_label", clean_all, 100)
+  human_all = cifar_n_fake.human("noise_label", clean_all, 100)
   train = d.arrays["train"]
   np.testing.assert_array_equal(np.bincount(d.arrays["meta"]["label"]),
                                 [10] * 100)
@@ -218,7 +171,7 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   k = 10 if name == "cifar10_n" else 100
   params = SHRINK + [f"{name}.manual_dir = '{manual_dir}'",
                      f"{name}.data_dir = '{tmp_path / 'tfds'}'"]
-  with tfds.testing.mock_data(as_dataset_fn=fake_cifar_n(k)):
+  with tfds.testing.mock_data(as_dataset_fn=cifar_n_fake.fake_cifar_n(k)):
     status, out, err = _call_main(
         [f"--gin_file=gin/{gin_file}", f"--model_dir={model_dir}"] +
         [f"--gin_param={p}" for p in params], capsys)
@@ -230,7 +183,8 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   assert results["data"]["num_meta"] == 1000  # The paper's, unshrunk.
   train_index = np.load(model_dir / "sample_weights.npz")["index"]
   clean = train_index * 7 % k
-  human = _human(label_set, np.arange(N_TRAIN) * 7 % k, k)[train_index]
+  human = cifar_n_fake.human(label_set, np.arange(N_TRAIN) * 7 % k,
+                             k)[train_index]
   assert results["realised_noise_rate"] == pytest.approx(
       np.mean(human != clean))
   samples = np.load(model_dir / "sample_weights.npz")
@@ -238,9 +192,14 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   classifier = tf.saved_model.load(str(model_dir / "export" / "classifier"))
   probs = classifier.serve(tf.zeros([2, 32, 32, 3]))["probabilities"]
   assert probs.shape == (2, k)
-  names = [n.decode() for n in classifier.class_names().numpy()]
+  names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
   assert names == tfds.builder(name).info.features["label"].names
   assert len(names) == k
+  # Raw CIFAR pixels through the export = the training pipeline's eval.
+  raw = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), np.uint8)
+  want = classifier.serve(preprocessing.cifar_eval(raw))["probabilities"]
+  got = classifier.serve_images(raw)["probabilities"]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   weight_net = tf.saved_model.load(str(model_dir / "export" / "weight_net"))
   assert weight_net.serve(tf.constant([0.5, 2.0]))["weights"].shape == (2,)
   # The human noise is known per sample, so detection is scored.

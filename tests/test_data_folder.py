@@ -3,14 +3,12 @@ JPEG photos (crops of scikit-learn's china.jpg and flower.jpg)."""
 
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
 
 from absl import flags
 import numpy as np
-from PIL import Image
 import pytest
 from sklearn import datasets as sk_datasets
 import tensorflow as tf
@@ -19,6 +17,8 @@ import mwn_tf.data
 from mwn_tf import main
 from mwn_tf.data import folder as folder_lib
 from mwn_tf.data import preprocessing
+
+import photo_folders
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -301,38 +301,9 @@ def test_every_unreadable_image_is_named(tmp_path, generated):
 
 
 # -------------------------------------------------------------- real photos
-def _crops(name, count, rng):
-  photo = sk_datasets.load_sample_image(name)  # [427, 640, 3] uint8
-  for _ in range(count):
-    h, w = (int(v) for v in rng.integers(24, 300, 2))
-    y = int(rng.integers(0, photo.shape[0] - h))
-    x = int(rng.integers(0, photo.shape[1] - w))
-    yield photo[y:y + h, x:x + w]
-
-
-def write_photo_folders(root):
-  """train/, meta/ and test/ folders under `root`, each with china/ and
-  flower/ class folders of JPEG (and some PNG) crops of the two photos,
-  written by PIL; train/ also holds the original JPEG files. Returns
-  {train_dir, meta_dir, test_dir} as str."""
-  root = pathlib.Path(root)
-  rng = np.random.default_rng(1)
-  images = os.path.join(os.path.dirname(sk_datasets.__file__), "images")
-  for split, n in (("train", 12), ("meta", 3), ("test", 4)):
-    for name in ("china", "flower"):
-      folder = root / split / name
-      folder.mkdir(parents=True)
-      for i, crop in enumerate(_crops(f"{name}.jpg", n, rng)):
-        ext = "png" if i % 4 == 3 else "jpg"
-        Image.fromarray(crop).save(folder / f"{name}_{i}.{ext}", quality=85)
-      if split == "train":
-        shutil.copy(os.path.join(images, f"{name}.jpg"), folder)
-  return {f"{s}_dir": str(root / s) for s in ("train", "meta", "test")}
-
-
 @pytest.fixture(scope="module")
 def real_jpegs(tmp_path_factory):
-  return write_photo_folders(tmp_path_factory.mktemp("photos"))
+  return photo_folders.write(tmp_path_factory.mktemp("photos"))
 
 
 def test_real_jpegs_decode_as_pil_does(real_jpegs):
@@ -385,10 +356,21 @@ def test_gin_example_end_to_end(tmp_path, real_jpegs):
   assert samples["index"].size == 26
   np.testing.assert_array_equal(samples["clean_label"], -1)
   classifier = tf.saved_model.load(str(model_dir / "export" / "classifier"))
-  names = [n.decode() for n in classifier.class_names().numpy()]
+  names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
   assert names == ["china", "flower"]
-  probs = classifier.serve(tf.zeros([2, 32, 32, 3]))["probabilities"]
-  assert probs.shape == (2, 2)
+  metadata = json.loads((model_dir / "export" / "classifier" / "assets.extra"
+                         / "metadata.json").read_text())
+  assert metadata["class_names"] == names
+  # A photo's file bytes through the export = the pipeline's eval image.
+  d = mwn_tf.data.get("folder", image_size=32, **real_jpegs)
+  files = [os.path.join(real_jpegs["train_dir"], "china", "china.jpg"),
+           d.arrays["test"]["path"][-1]]
+  encoded = tf.stack([tf.io.read_file(f) for f in files])
+  want = classifier.serve(tf.stack([d.eval_fn(e) for e in encoded]))
+  got = classifier.serve_bytes(encoded)
+  np.testing.assert_allclose(got["probabilities"], want["probabilities"],
+                             rtol=1e-5, atol=1e-6)
+  assert got["top_class"].shape == (2,)
   weight_net = tf.saved_model.load(str(model_dir / "export" / "weight_net"))
   assert weight_net.serve(tf.constant([0.5]))["weights"].shape == (1,)
   # The README's next command: every training file ranked (no clean labels,

@@ -159,7 +159,10 @@ def _splits(name: str, num_classes: int, *, label_set: str, data_dir,
               "noise_type": f"real (human, {label_set})", "noise_rate": None,
               "imbalance_factor": 1.0,
               "noise_rate_full_train_split": full_rate},
-      class_names=list(builder.info.features["label"].names), arrays=arrays)
+      class_names=list(builder.info.features["label"].names), arrays=arrays,
+      raw_images=splits_lib.RawImages(shape=(32, 32, 3), dtype="uint8",
+                                      encoded=False,
+                                      description=preprocessing.CIFAR_EVAL))
   logging.info("Dataset %s: %s", name, data.summary(include_matrix=False))
   return data
 

@@ -70,13 +70,20 @@ class ImageFileError(ValueError):
 
 
 class FileSource(splits_lib.ArraySource):
-  """A split whose `image` entries are file paths, decoded when batched.
+  """A split of image files: holds their paths, yields their encoded bytes.
 
-  Positions are shuffled and sharded as in `ArraySource`; only the paths are
-  held in memory, so nothing decoded is cached (`in_memory` False).
+  Positions are shuffled and sharded as in `ArraySource`; each file is read
+  when its example is made, so only the paths are held in memory and nothing
+  decoded is cached (`in_memory` False).
   """
 
   in_memory = False
+
+  def make(self, ctx, **kwargs) -> tf.data.Dataset:
+    """As `ArraySource.make`; `image` is the file's bytes (scalar string)."""
+    return super().make(ctx, **kwargs).map(
+        lambda ex: {**ex, "image": tf.io.read_file(ex["image"])},
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _image_files(folder: str) -> list:
@@ -333,21 +340,36 @@ def _split_arrays(train_dir, meta_dir, test_dir, test_fraction,
 
 
 def _transforms(image_size: int, channels: int, mean: tuple, std: tuple):
-  """(train_fn(path, [2] seed), eval_fn(path)) -> float32 [S, S, C]."""
+  """(train_fn(image, [2] seed), eval_fn(image)) -> float32 [S, S, C].
 
-  def eval_fn(path):
-    image = _square(decode(tf.io.read_file(path), channels), image_size,
-                    channels)
-    return preprocessing.normalize(image, mean, std)
+  `image` is a file's bytes (scalar string, as the sources yield) or its
+  decoded uint8 pixels [h, w, C] (what an export's raw-image signature gets).
+  """
 
-  def train_fn(path, seed_pair):
-    image = _square(decode(tf.io.read_file(path), channels), image_size,
-                    channels)
-    image = preprocessing.pad_crop_flip(image, seed_pair,
+  def square(image):
+    if image.dtype == tf.string:
+      image = decode(image, channels)
+    return _square(image, image_size, channels)
+
+  def eval_fn(image):
+    return preprocessing.normalize(square(image), mean, std)
+
+  def train_fn(image, seed_pair):
+    image = preprocessing.pad_crop_flip(square(image), seed_pair,
                                         pad=max(1, image_size // 8))
     return preprocessing.normalize(image, mean, std)
 
   return train_fn, eval_fn
+
+
+def describe(image_size: int, channels: int, mean: tuple, std: tuple) -> str:
+  """`eval_fn` in words, for exports."""
+  colour = "RGB" if channels == 3 else "grey"
+  return (f"JPEG/PNG/BMP/GIF file (or uint8 {colour} pixels) decoded to "
+          f"{channels} channel(s) -> pixel / 255, shorter side resized to "
+          f"{image_size} (bilinear, antialiased), centre "
+          f"{image_size}x{image_size} crop, then per channel (x - mean) / std "
+          f"with mean {mean} and std {std}")
 
 
 @registry.register("folder")
@@ -429,6 +451,9 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
               "channels": channels, "mean": list(mean), "std": list(std),
               "noise_type": "real (unknown)", "noise_rate": None,
               "imbalance_factor": 1.0},
-      class_names=list(class_names), arrays=arrays)
+      class_names=list(class_names), arrays=arrays,
+      raw_images=splits_lib.RawImages(
+          shape=(None, None, channels), dtype="uint8", encoded=True,
+          description=describe(image_size, channels, mean, std)))
   logging.info("Dataset folder: %s", data.summary(include_matrix=False))
   return data
