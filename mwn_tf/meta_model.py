@@ -342,17 +342,10 @@ class MetaWeightModel(keras.Model):
       self.meta_optimizer.build(self.weight_net.trainable_variables)
 
   def checkpoint_items(self) -> dict:
-    """What a checkpoint of this model holds, as `tf.train.Checkpoint` items.
-
-    Keys (the runner's checkpoints keep them, so old runs still resume):
-    `classifier` and `weight_net` (lists of variables: Keras 3 models are not
-    tracked by attribute), `metrics` (the variables of every train metric,
-    including those `metrics` hides until the first step, in a fixed order)
-    and, once compiled, `optimizer` and (MW-Net) `meta_optimizer`.
-
-    Returns:
-      name -> variable list or trackable optimizer.
-    """
+    """`tf.train.Checkpoint` items: `classifier`, `weight_net` (variable
+    lists: Keras 3 models are not tracked by attribute), `metrics` (every
+    train metric's variables, in a fixed order) and, once compiled,
+    `optimizer` and (MW-Net) `meta_optimizer`. Old runs use these keys."""
     items = {"classifier": list(self.classifier.variables),
              "weight_net": list(self.weight_net.variables),
              "metrics": [v for m in self._train_metrics.values()
