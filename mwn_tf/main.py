@@ -213,6 +213,9 @@ class _QuietFilter(std_logging.Filter):
              path.startswith(_PACKAGE)) or path.startswith(_INFO_FROM))
 
 
+_QUIET_FILTER = _QuietFilter()
+
+
 @contextlib.contextmanager
 def native_stderr_filtered():
   """Holds back fd 2 while TensorFlow loads (unless `loud()`), then writes
@@ -262,7 +265,7 @@ def setup_console() -> None:
   # setting in the environment wins.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   handler = logging.get_absl_handler()
-  handler.addFilter(_QuietFilter())
+  handler.addFilter(_QUIET_FILTER)  # Once: the same object is not re-added.
   handler.setFormatter(_PlainFormatter())
 
 

@@ -64,6 +64,9 @@ def _duration(seconds: float) -> str:
 
 
 CONSOLE_MODES = ("off", "bar", "lines")
+# The Python loggers of absl (this package's lines) and TensorFlow: a record
+# on either clears the bar before any handler writes it.
+_LOGGERS = ("absl", "tensorflow")
 
 
 def console_mode(verbose) -> str:
@@ -138,11 +141,13 @@ class Console(keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     if self.mode == "bar":
-      logging.get_absl_handler().addFilter(self._filter)
+      for name in _LOGGERS:
+        std_logging.getLogger(name).addFilter(self._filter)
 
   def on_train_end(self, logs=None):
     self.clear()
-    logging.get_absl_handler().removeFilter(self._filter)
+    for name in _LOGGERS:
+      std_logging.getLogger(name).removeFilter(self._filter)
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = int(epoch)
@@ -184,7 +189,8 @@ class Console(keras.callbacks.Callback):
 
 
 class _ClearBefore(std_logging.Filter):
-  """Erases the console's bar before a log record is written."""
+  """Erases the console's bar before a log record is written (a filter of
+  the loggers, which sees every record before their handlers do)."""
 
   def __init__(self, console: Console):
     super().__init__()
@@ -430,7 +436,8 @@ class TrainingMonitor(keras.callbacks.Callback):
     parts += [f"test acc {record['test']['accuracy']:.4f} (best {best:.4f})",
               f"lr {record['learning_rate']:.3g}",
               f"time {record['epoch_seconds']:.1f}s"]
-    (self._console.line if self._console else logging.info)(" | ".join(parts))
+    show = self._console.line if self._console else logging.info
+    show(" | ".join(parts))
 
 
 def _clean_json(obj):

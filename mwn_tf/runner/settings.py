@@ -144,6 +144,7 @@ _RULES = {
                        "a finite number > 0"),
     "export": _BOOL,
     "verbose": _choice_rule((0, 1, 2, "auto")),
+    "reexport": _BOOL,
     "progress_every_n_seconds": (
         lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
         "a finite number >= 0 (0: no progress lines)"),
@@ -256,7 +257,7 @@ def plan_steps(splits, *, dataset: str, epochs: int, train_steps,
 _GIN_CALL_LINE = re.compile(r"^\s*In call to configurable ")
 
 
-def name_the_bindings(family: str, message: str) -> str:
+def name_the_bindings(family: str, message: str, qualify: bool = True) -> str:
   """`message` of a loader or builder error, in the user's terms: the gin
   bindings to change.
 
@@ -270,6 +271,9 @@ def name_the_bindings(family: str, message: str) -> str:
   Args:
     family: the gin name of the loader or builder, e.g. "digits", "mlp".
     message: the error's text.
+    qualify: rename argument names in `message` (False for builders, whose
+      errors are mostly Keras' about its layers' arguments: `filters=0` is
+      a layer's, not the binding `small_cnn.filters = (0,)`).
   """
   lines = [l for l in str(message).splitlines()
            if not _GIN_CALL_LINE.match(l)]
@@ -286,7 +290,7 @@ def name_the_bindings(family: str, message: str) -> str:
                            text)
     if f"{family}.{name}" in text:
       named = True
-    elif plain.search(text) and (name in bound or as_setting):
+    elif qualify and plain.search(text) and (name in bound or as_setting):
       text = plain.sub(f"{family}.{name}", text)
       named = True
   if not named:
@@ -343,8 +347,8 @@ def build_model(splits, *, model: str, method: str,
     classifier = models_lib.get(model, splits.num_classes, splits.image_shape)
   except (ValueError, FileNotFoundError, TypeError, KeyError) as e:
     # Keras' own errors name its layer arguments, not the builder's binding.
-    raise ConfigError(f"model {model!r}: {name_the_bindings(model, e)}"
-                      ) from e
+    raise ConfigError(f"model {model!r}: "
+                      f"{name_the_bindings(model, e, qualify=False)}") from e
   weight_net = WeightNet(hidden_units=tuple(weight_net_hidden_units),
                          dtype=classifier.dtype_policy)
   return MetaWeightModel(classifier, weight_net, method=method,
