@@ -309,3 +309,39 @@ def test_a_finished_run_rerun_says_so_and_does_nothing(quickstart):
                           if f in after)
   assert [f for f in before if f.startswith("checkpoints")] == [
       f for f in after if f.startswith("checkpoints")]
+
+
+def test_on_a_terminal_a_bar_is_drawn_and_the_epoch_line_is_whole(tmp_path):
+  import pty  # pylint: disable=g-import-not-at-top
+  controller, terminal = pty.openpty()
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "mwn_tf.main"] + QUICKSTART + [
+          f"--model_dir={tmp_path / 'run'}", "--gin_param=train_eval.epochs "
+          "= 1", "--gin_param=train_eval.lr_decay_epochs = ()",
+          "--gin_param=train_eval.export = False"],
+      cwd=REPO, env=ENV, stdin=subprocess.DEVNULL, stdout=terminal,
+      stderr=terminal)
+  os.close(terminal)
+  chunks = []
+  while True:
+    try:
+      chunk = os.read(controller, 65536)
+    except OSError:  # EIO: the process closed the terminal.
+      break
+    if not chunk:
+      break
+    chunks.append(chunk)
+  os.close(controller)
+  assert proc.wait(timeout=600) == 0
+  out = b"".join(chunks).decode(errors="replace")
+  clear = "\r\033[K"
+  # The bar (the first step alone takes longer than a redraw interval).
+  assert re.search(re.escape(clear) + r"epoch 1/1 \[[#.]{24}\] step \d+/11 ",
+                   out), out
+  # The epoch line replaces the bar on a cleared line: what the terminal
+  # shows (after the last clear) is the whole line, never glued onto a bar.
+  (line,) = [l for l in out.split("\n") if "epoch 1/1 | " in l]
+  assert clear + "epoch 1/1 | " in line, repr(line)
+  assert EPOCH_LINE.match(line.split(clear)[-1].strip().replace(
+      "epoch 1/1", "epoch 1/3")), repr(line)
+  assert not NOISE.search(out), out
