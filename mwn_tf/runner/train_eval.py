@@ -320,8 +320,9 @@ def _finished_results(model_dir: str, export: bool) -> Optional[dict]:
                                    for p in exports.values())
   if not previous.get("finished") or (export and not exported):
     return None
-  logging.info("%s already finished: %d steps.", model_dir,
-               previous["steps"])
+  # The caller says so (main: "already finished: ..."); absl -v 1 here.
+  logging.debug("%s already finished: %d steps.", model_dir,
+                previous["steps"])
   return {**previous, "already_finished": True}
 
 
@@ -407,7 +408,7 @@ def _resolved(settings: dict) -> dict:
       return v.item()
     return v
   return {k: plain(v) for k, v in settings.items()
-          if k not in ("model_dir", "strategy")}
+          if k not in ("model_dir", "strategy", "reexport")}
 
 
 def _final_weights(samples: dict) -> dict:
