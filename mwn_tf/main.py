@@ -349,7 +349,11 @@ def print_help() -> None:
                 " (repeatable)")) for f in ours]
   lines.append(("-v 0 / --verbosity=0", "also show TensorFlow's and absl's "
                 "own log lines (start-up, INFO); quiet without it"))
-  print(usage.help_text("python -m mwn_tf.main", __doc__, lines, EXIT_CODES))
+  try:
+    print(usage.help_text("python -m mwn_tf.main", __doc__, lines,
+                          EXIT_CODES), flush=True)
+  except BrokenPipeError:  # `--help | head`: the reader has what it wanted.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def parse_flags(argv):
@@ -362,7 +366,7 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(f"{e} (see --helpshort; every training setting is a --gin_param, "
+    _fail(f"{e} (see --help; every training setting is a --gin_param, "
           f"e.g. --gin_param='train_eval.epochs = 10').", EXIT_CONFIG)
 
 
