@@ -120,6 +120,23 @@ def _quote_hint(binding: str, message: str) -> str:
   return f"did you mean '{token[1]}'? (strings need quotes)"
 
 
+def _line_of(path: str, e: Exception) -> str:
+  """The line of gin file `path` that error `e` names ("line N"), or ""."""
+  # The last "line N": gin's own; Python's parser may name a line of its
+  # one-token input first ("malformed node or string on line 1").
+  numbers = re.findall(r"line (\d+)", str(e))
+  number = int(numbers[-1]) if numbers else 0
+  for candidate in (path, os.path.join(_REPO, path)):  # As gin looks it up.
+    try:
+      with open(candidate, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    except OSError:
+      continue
+    if 0 < number <= len(lines):
+      return lines[number - 1]
+  return ""
+
+
 def _gin_error(source: str, e: Exception, binding: str = "") -> str:
   if isinstance(e, tokenize.TokenError) and len(e.args) == 2:
     message, (line, _) = e.args
@@ -149,7 +166,8 @@ def parse_gin(gin_files, gin_params) -> None:
       gin.parse_config_file(path, skip_unknown=False)
     except Exception as e:  # pylint: disable=broad-except
       # Parsing runs no user code: every exception is a config problem.
-      _fail(_gin_error(f"--gin_file={path}", e), EXIT_CONFIG)
+      _fail(_gin_error(f"--gin_file={path}", e, _line_of(path, e)),
+            EXIT_CONFIG)
   for binding in gin_params:
     try:
       gin.parse_config(binding, skip_unknown=False)

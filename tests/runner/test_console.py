@@ -234,6 +234,23 @@ def test_a_bad_binding_names_its_fix_and_leaves_no_model_dir(
   assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("line,fix", [
+    ("train_eval.epoch = 5", "did you mean train_eval.epochs?"),
+    ("train_eval.method = baseline", "did you mean train_eval.method = "
+     "'baseline'? (strings need quotes)"),
+])
+def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
+  config = tmp_path / "mine.gin"
+  config.write_text(f"include 'gin/smoke.gin'\n{line}\n")
+  model_dir = tmp_path / "run"
+  status, _, err = test_main.call_main(
+      [f"--gin_file={config}", f"--model_dir={model_dir}"], capsys)
+  assert status == 2
+  (message,) = test_main.error_lines(err)
+  assert f"--gin_file={config}" in message and fix in message
+  assert not model_dir.exists()
+
+
 def test_missing_clothing1m_data_names_the_binding_and_the_layout(tmp_path,
                                                                   capsys):
   model_dir = tmp_path / "run"
