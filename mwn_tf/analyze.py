@@ -401,7 +401,7 @@ def recompute_samples(files: RunFiles, source: str = "exports",
   The split is rebuilt as the runner built it, `mwn_tf.data.get(dataset,
   seed=seed)` with the loader bindings of the run's operative gin config
   (dataset and seed from results.json, else `train_eval.dataset` / `.seed`),
-  and read with `train_eval` (no augmentation); the classifier runs in
+  and read with `train_for_eval` (no augmentation); the classifier runs in
   inference mode. Clears the global gin config before and after.
 
   Args:
@@ -468,7 +468,7 @@ def recompute_samples(files: RunFiles, source: str = "exports",
   finally:
     gin.clear_config()
   parts = {k: [] for k in ("index", "label", "clean_label", "loss")}
-  for batch in data.train_eval(batch_size):
+  for batch in data.train_for_eval(batch_size):
     labels = batch["label"].numpy().astype(np.int64)
     parts["loss"].append(models.losses(batch["image"].numpy(), labels))
     for key in ("index", "label", "clean_label"):
