@@ -25,7 +25,6 @@ uninterrupted one.
 
 import functools
 import inspect
-import sys
 from typing import Optional, Sequence
 
 from absl import logging
@@ -43,10 +42,11 @@ from mwn_tf.runner.settings import ConfigError
 
 
 @gin.configurable("train_eval", module="mwn_tf",
-                  denylist=["model_dir", "strategy"])
+                  denylist=["model_dir", "strategy", "reexport"])
 def train_eval(
     model_dir: str,
     strategy: Optional[tf.distribute.Strategy] = None,
+    reexport: bool = False,
     *,
     method: str = "mwn",
     dataset: str = "cifar10",
@@ -83,16 +83,23 @@ def train_eval(
     sample_every_n_epochs: int = 10,
     curve_max_loss: float = 10.0,
     export: bool = True,
-    verbose="auto") -> dict:
+    verbose="auto",
+    progress_every_n_seconds: float = 60.0) -> dict:
   """Trains a classifier with Meta-Weight-Net (or the baseline) and evaluates.
 
-  Resumes from the newest checkpoint in `model_dir` if there is one.
+  Resumes from the newest checkpoint in `model_dir` if there is one. A run
+  that already finished is not trained or exported again: the results of
+  its results.json come back, with `already_finished` True (raise `epochs`
+  or `train_steps` to train longer; `reexport` writes the final files and
+  exports again).
 
   Args:
     model_dir: output folder (see the module docstring); created if needed.
     strategy: a `tf.distribute.Strategy` (None: the default strategy). The
       model, optimizers, metrics and the checkpoint restore are created in
       its scope; batch sizes are GLOBAL.
+    reexport: if the run already finished, write its final files and
+      exports again (`python -m mwn_tf.main --reexport`).
     method: "mwn" (Algorithm 1) or "baseline" (plain training on the same
       data, model and schedule: every weight 1, no meta step).
     dataset: a `mwn_tf.data` name (digits, cifar10, cifar100, clothing1m,
@@ -132,8 +139,12 @@ def train_eval(
     sample_every_n_epochs: per-sample weight pass interval (0: last only).
     curve_max_loss: the weighting curve covers losses in [0, this].
     export: write the SavedModels at the end.
-    verbose: Keras `fit` verbosity: 0, 1 (progress bar), 2 (one line per
-      epoch), "auto" (1 on a terminal, else 2).
+    verbose: the console: 0 (nothing but absl INFO lines), 1 (one line
+      per epoch under a live progress bar), 2 (one line per epoch, and a
+      progress line every `progress_every_n_seconds` inside an epoch),
+      "auto" (1 on a terminal, else 2).
+    progress_every_n_seconds: interval of the progress lines of
+      `verbose=2` (0: none).
 
   Returns:
     The results dict also written to `model_dir/results.json`.
@@ -156,6 +167,11 @@ def train_eval(
       splits, dataset=dataset, epochs=epochs, train_steps=train_steps,
       batch_size=batch_size, lr_decay_epochs=lr_decay_epochs,
       lr_decay_steps=lr_decay_steps)
+  # Model, optimizers and metrics, in the strategy's scope: before model_dir
+  # is created, so a rejected model setting leaves no folder behind either.
+  state = checkpointing.RunState()
+  with strategy.scope():
+    meta_model, constant_lr = _build(splits, plan, settings)
 
   # The run's folder: its writer, and what killed writes left in it.
   tf.io.gfile.makedirs(model_dir)
@@ -163,10 +179,8 @@ def train_eval(
   if out.chief:
     run_dir.remove_unfinished_writes(model_dir, out.exports.values())
 
-  # Model, optimizers, metrics and the restore, in the strategy's scope.
-  state = checkpointing.RunState()
+  # The restore, in the strategy's scope.
   with strategy.scope():
-    meta_model, constant_lr = _build(splits, plan, settings)
     checkpoint = checkpointing.make_checkpoint(meta_model, state)
     manager, restored = checkpointing.restore(
         checkpoint, model_dir, out.save_dir, max_checkpoints_to_keep)
@@ -185,6 +199,10 @@ def train_eval(
       model_dir)
   state.start_session()
   step = int(meta_model.optimizer.iterations.numpy())
+  if restored and step >= plan.total_steps and not reexport:
+    previous = _finished_results(model_dir, export)
+    if previous is not None:
+      return previous
   start_epoch, skip = _resume_point(state, step, plan, restored)
 
   # Summaries and results.
@@ -214,6 +232,9 @@ def train_eval(
     monitor_lib.operative_config_summary(
         writer, text, int(meta_model.optimizer.iterations.numpy()))
 
+  console = monitor_lib.Console(
+      monitor_lib.console_mode(verbose), plan.steps_per_epoch,
+      plan.total_steps, plan.num_epochs, progress_every_n_seconds)
   sample_pass = monitor_lib.SamplePass(meta_model, strategy)
   sample_data = lambda: splits.train_for_eval(eval_batch_size, strategy)
   monitor = monitor_lib.TrainingMonitor(
@@ -223,7 +244,7 @@ def train_eval(
       sample_every_n_epochs=sample_every_n_epochs,
       curve_max_loss=curve_max_loss,
       write_operative_config=write_operative_config,
-      on_epoch_recorded=lambda: results(False))
+      on_epoch_recorded=lambda: results(False), console=console)
 
   # The loop.
   try:
@@ -234,10 +255,10 @@ def train_eval(
         meta_batch_size=meta_batch_size, strategy=strategy,
         test_data=splits.test(eval_batch_size, strategy),
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
-                             checkpoint_every_n_steps, mid_epoch=skip > 0),
-        # Progress bars on a terminal, one line per epoch in logs.
-        verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto"
-        else verbose)
+                             checkpoint_every_n_steps, mid_epoch=skip > 0,
+                             console=console),
+        # `console` shows the progress and the epoch lines, not Keras.
+        verbose=0)
   except checkpointing.NonFiniteError as e:
     writer.flush()
     results(False, error=str(e))
@@ -269,9 +290,9 @@ def bound_settings() -> dict:
 
 
 def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
-               mid_epoch: bool) -> list:
+               mid_epoch: bool, console) -> list:
   """NaN guard, monitor, checkpointer: in this order, so a bad step is never
-  recorded or saved."""
+  recorded or saved; then the console's progress."""
   metric_variables = meta_model.checkpoint_items()["metrics"]
   return [
       checkpointing.NonFiniteGuard(
@@ -283,7 +304,26 @@ def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
           meta_model.weight_net.variables, state, every_n_steps,
           metric_variables,
           # Mid-epoch: the epoch's running means continue from the checkpoint.
-          [np.asarray(v) for v in metric_variables] if mid_epoch else None)]
+          [np.asarray(v) for v in metric_variables] if mid_epoch else None),
+      console]
+
+
+def _finished_results(model_dir: str, export: bool) -> Optional[dict]:
+  """The results of a run that already finished (None if its results.json
+  is missing or not final, or its exports are: then the end is redone)."""
+  try:
+    previous = run_dir.read_results(model_dir)
+  except (OSError, ValueError):
+    return None
+  exports = previous.get("exports") or {}
+  exported = bool(exports) and all(tf.io.gfile.exists(p)
+                                   for p in exports.values())
+  if not previous.get("finished") or (export and not exported):
+    return None
+  # The caller says so (main: "already finished: ..."); absl -v 1 here.
+  logging.debug("%s already finished: %d steps.", model_dir,
+                previous["steps"])
+  return {**previous, "already_finished": True}
 
 
 def _build(splits, plan: settings_lib.StepPlan, s: dict):
@@ -368,7 +408,7 @@ def _resolved(settings: dict) -> dict:
       return v.item()
     return v
   return {k: plain(v) for k, v in settings.items()
-          if k not in ("model_dir", "strategy")}
+          if k not in ("model_dir", "strategy", "reexport")}
 
 
 def _final_weights(samples: dict) -> dict:
