@@ -34,7 +34,8 @@ def test_registry_names_and_unknown():
   assert {"digits", "cifar10", "cifar100", "clothing1m", "npz"} <= set(
       mwn_tf.data.names())
   with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'; known "
-                     r"datasets: cifar10, cifar100, clothing1m, digits, npz"):
+                     r"datasets: cifar10, cifar100, clothing1m, digits, "
+                     r"fashion_mnist, npz"):
     mwn_tf.data.get("mnist")
 
 

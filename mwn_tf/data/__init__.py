@@ -14,7 +14,8 @@ from mwn_tf.data.splits import DataSplits
 from mwn_tf.data import cifar  # pylint: disable=g-bad-import-order
 from mwn_tf.data import clothing1m
 from mwn_tf.data import digits
+from mwn_tf.data import fashion_mnist
 from mwn_tf.data import npz
 
 __all__ = ["DataSplits", "get", "names", "register", "cifar", "clothing1m",
-           "digits", "npz"]
+           "digits", "fashion_mnist", "npz"]
