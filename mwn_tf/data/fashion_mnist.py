@@ -78,14 +78,14 @@ def read_idx(path: str, rank: int) -> np.ndarray:
     raise IdxError(f"{path}: not a readable IDX file ({e}); reinstall it "
                    f"(apt-get install --reinstall {PACKAGE}).") from e
   header = 4 + 4 * rank
-  if len(raw) < header:
-    raise IdxError(f"{path}: truncated IDX file ({len(raw)} bytes, the "
-                   f"header alone is {header}); reinstall {PACKAGE}.")
-  found = int.from_bytes(raw[:4], "big")
-  if found != magic:
+  found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+  if found is not None and found != magic:
     raise IdxError(f"{path}: IDX magic number {found:#010x}, expected "
                    f"{magic:#010x} (uint8, rank {rank}); is it the right "
                    f"file?")
+  if len(raw) < header:
+    raise IdxError(f"{path}: truncated IDX file ({len(raw)} bytes, the "
+                   f"header alone is {header}); reinstall {PACKAGE}.")
   shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big")
                 for i in range(rank))
   expected = header + int(np.prod(shape))
@@ -153,11 +153,14 @@ def load_tfds(data_dir: Optional[str], download: bool) -> dict:
   return out
 
 
-def _missing_message(idx_dir, data_dir, tfds_error) -> str:
-  return (f"Fashion-MNIST not found: no IDX files in {idx_dir} and no TFDS "
-          f"data ({tfds_error}). Install them with `apt-get install "
-          f"{PACKAGE}` (files in {DEFAULT_IDX_DIR}), or bind "
-          f"fashion_mnist.idx_dir = '/folder/with/the/idx.gz/files'.")
+def _missing_message(idx_dir, data_dir, download) -> str:
+  where = data_dir or "~/tensorflow_datasets"
+  tfds_state = ("is neither prepared under {} nor downloadable" if download
+                else "is not prepared under {} (download=False)")
+  return (f"Fashion-MNIST not found: no IDX files in {idx_dir}, and TFDS "
+          f"fashion_mnist {tfds_state.format(where)}. Fix: `apt-get install "
+          f"{PACKAGE}` (puts them in {DEFAULT_IDX_DIR}), or bind "
+          f"fashion_mnist.idx_dir = '/folder/with/the/four/idx.gz/files'.")
 
 
 def load(source: str = "auto", idx_dir: Optional[str] = DEFAULT_IDX_DIR,
@@ -184,7 +187,8 @@ def load(source: str = "auto", idx_dir: Optional[str] = DEFAULT_IDX_DIR,
   try:
     return load_tfds(data_dir, download)
   except FileNotFoundError as e:
-    raise FileNotFoundError(_missing_message(idx_dir, data_dir, e)) from e
+    raise FileNotFoundError(_missing_message(idx_dir, data_dir,
+                                             download)) from e
 
 
 def stratified_subset(labels: np.ndarray, size: int, num_classes: int,
