@@ -348,3 +348,17 @@ def test_tfds_gives_the_same_examples(real, tmp_path):
     a, b = fm.canonical_order(a_img, a_lab), fm.canonical_order(b_img, b_lab)
     np.testing.assert_array_equal(a_img[a], b_img[b])
     np.testing.assert_array_equal(a_lab[a], b_lab[b])
+
+
+def test_absent_files_skip_but_fail_under_ci(monkeypatch):
+  monkeypatch.delenv("CI", raising=False)
+  with pytest.raises(pytest.skip.Exception,
+                     match="apt-get install dataset-fashion-mnist"):
+    real_data.require(False, "Fashion-MNIST",
+                      "apt-get install dataset-fashion-mnist")
+  monkeypatch.setenv("CI", "true")
+  with pytest.raises(pytest.fail.Exception,
+                     match="CI is set.*apt-get install dataset-fashion"):
+    real_data.require(False, "Fashion-MNIST",
+                      "apt-get install dataset-fashion-mnist")
+  real_data.require(True, "Fashion-MNIST", "unused")  # present: runs
