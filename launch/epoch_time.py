@@ -6,6 +6,8 @@ r"""Where a run's epochs spend their time: `python -m mwn_tf.main` with timers.
 Runs the real entry point (same flags as `python -m mwn_tf.main`) with timers
 wrapped around the runner's parts, without changing them, and prints one
 markdown table: seconds per epoch in each part and its share of the epoch.
+  data set-up      the runner's `epoch_stream`: the epoch's (train, meta)
+                   tf.data pipeline, built before each `fit` call
   train steps      the compiled train function, one call per step (the input
                    pipeline's next batch is fetched inside it)
   evaluation       `fit`'s validation pass over the test split
@@ -19,8 +21,9 @@ markdown table: seconds per epoch in each part and its share of the epoch.
   checkpoints      `Checkpointer.save`
   other            the rest of the epoch's `fit` call (Keras' loop, metric
                    resets, callback dispatch)
-An epoch is one `fit` call of the runner (it calls `fit` once per epoch).
-Epoch 1 also traces and compiles the train step, so it is shown apart.
+An epoch is the runner's `epoch_stream` call and its `fit` call (one each per
+epoch). Epoch 1 also traces and compiles the steps and builds the optimizer
+(in "train steps", "evaluation" and "other"), so it is shown apart.
 """
 
 import collections
@@ -36,8 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mwn_tf import callbacks  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf import main as mwn_main  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf import plots  # noqa: E402  pylint: disable=g-import-not-at-top
+from mwn_tf import train  # noqa: E402  pylint: disable=g-import-not-at-top
 
-PARTS = ("train steps", "evaluation", "per-sample pass", "figures",
+PARTS = ("data set-up", "train steps", "evaluation", "per-sample pass", "figures",
          "summaries etc.", "checkpoints")
 
 
@@ -48,6 +52,7 @@ class Timers:
     self.epochs = []      # one Counter per epoch (fit call)
     self.fit_seconds = []
     self.in_fit = False   # final evaluations and the like are not counted
+    self.pending_setup = 0.0  # epoch_stream time, added to the next epoch
     self._stack = []
 
   @contextlib.contextmanager
@@ -83,14 +88,24 @@ def install(timers: Timers) -> None:
   fit, make_train = model_cls.fit, model_cls.make_train_function
 
   def timed_fit(self, *args, **kwargs):
-    timers.epochs.append(collections.Counter())
+    timers.epochs.append(collections.Counter(
+        {"data set-up": timers.pending_setup}))
     timers.in_fit = True
     start = time.perf_counter()
     try:
       return fit(self, *args, **kwargs)
     finally:
-      timers.fit_seconds.append(time.perf_counter() - start)
+      timers.fit_seconds.append(time.perf_counter() - start +
+                                timers.pending_setup)
       timers.in_fit = False
+      timers.pending_setup = 0.0
+
+  def timed_epoch_stream(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+      return epoch_stream(*args, **kwargs)
+    finally:
+      timers.pending_setup += time.perf_counter() - start
 
   def timed_make_train(self, *args, **kwargs):
     make_train(self, *args, **kwargs)  # Keras sets self.train_function
@@ -106,6 +121,8 @@ def install(timers: Timers) -> None:
     self.train_function = train_function
     return train_function
 
+  epoch_stream = train.epoch_stream
+  train.epoch_stream = timed_epoch_stream
   model_cls.fit = timed_fit
   model_cls.make_train_function = timed_make_train
   timers.wrap(model_cls, "evaluate", "evaluation")

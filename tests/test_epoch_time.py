@@ -27,10 +27,12 @@ def test_split_of_a_smoke_run(tmp_path):
   assert text in proc.stdout
   # smoke.gin: 74 steps an epoch, so 150 steps are 3 fit calls.
   assert text.startswith("epoch 1: ") and "epochs 2-3 (mean): " in text
-  for block in text.split("\n\n")[:2]:
+  blocks = re.split(r"\n(?=epochs? [\d-]+)", text)
+  assert len(blocks) == 2
+  for block in blocks:
     total = float(re.search(r": ([\d.]+) s per epoch", block).group(1))
     rows = dict(re.findall(r"^\| ([a-z .-]+) \| ([\d.]+) \|", block, re.M))
-    assert set(rows) == {"train steps", "evaluation", "per-sample pass",
+    assert set(rows) == {"data set-up", "train steps", "evaluation", "per-sample pass",
                          "figures", "summaries etc.", "checkpoints", "other"}
     # Every part ran (smoke.gin checkpoints and samples every epoch) and the
     # parts add up to the epoch.
