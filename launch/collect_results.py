@@ -3,13 +3,24 @@ r"""Collects every results.json under some folders into one markdown table.
     python launch/collect_results.py runs/sweep_noise [more dirs] \
         [--output=runs/sweep_noise/results.md] [--metric=both|best|final]
 
-Two tables come out:
+Three tables come out:
   1. The paper's layout: one row per (dataset, corruption, method), one
      column per corruption level (noise rate %, or imbalance factor for the
      long tail), each cell the test accuracy in % as "best / final epoch",
      mean ± std over seeds when there are several; `*` marks a run that has
      not finished (its numbers are from its last finished epoch).
-  2. Every run on its own line, with its folder, steps and state.
+  2. Details, one row per (dataset, corruption, level, method), mean ± std
+     over seeds: final- and best-epoch test accuracy, the final mean weight
+     of clean / corrupted training samples, and from `python -m
+     mwn_tf.analyze` (RUN/analysis/detection.json, when present) the AUROC
+     of "low weight => corrupted" and the precision / recall of flagging the
+     lowest-weight samples at the realised noise rate; then the wall time
+     per run (training only).
+  3. Every run on its own line, with its folder, steps and state.
+
+The method is the run's `method` with its fast-mode options (from
+RUN/operative_config.gin): `mwn` (exact), `mwn+last1+interval2`
+(MetaWeightModel.virtual_layers = 1, meta_interval = 2), ..., or `baseline`.
 
 For runs in a bucket, copy them first (`gcloud storage rsync -r gs://... dir`).
 Run folders are found and read through `mwn_tf.runner.run_dir`, the one place
@@ -27,6 +38,41 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from mwn_tf.runner import run_dir  # noqa: E402
+
+
+def fast_mode(operative_config: str) -> str:
+  """"+last<k>+interval<m>" for the fast-mode bindings in a gin config text
+  ("" for the exact step)."""
+  found = {}
+  for line in operative_config.splitlines():
+    key, _, value = line.partition("=")
+    key, value = key.strip(), value.strip()
+    if key in ("MetaWeightModel.virtual_layers",
+               "MetaWeightModel.meta_interval"):
+      found[key.rsplit(".", 1)[1]] = value
+  suffix = ""
+  if found.get("virtual_layers", "None") not in ("None", ""):
+    suffix += f"+last{found['virtual_layers']}"
+  if found.get("meta_interval", "1") not in ("1", ""):
+    suffix += f"+interval{found['meta_interval']}"
+  return suffix
+
+
+def run_extras(model_dir: str, method: str) -> dict:
+  """Method label (with fast mode) and detection metrics of one run folder."""
+  out = {"label": method, "auroc": None, "precision": None, "recall": None}
+  config = os.path.join(model_dir, run_dir.OPERATIVE_CONFIG)
+  if method != "baseline" and os.path.isfile(config):
+    with open(config) as f:
+      out["label"] = method + fast_mode(f.read())
+  report = os.path.join(model_dir, "analysis", "detection.json")
+  if os.path.isfile(report):
+    with open(report) as f:
+      overall = (json.load(f) or {}).get("overall") or {}
+    at_rate = overall.get("at_realised_rate") or {}
+    out.update(auroc=overall.get("auroc"), precision=at_rate.get("precision"),
+               recall=at_rate.get("recall"))
+  return out
 
 
 def describe(result: dict) -> dict:
@@ -52,6 +98,9 @@ def describe(result: dict) -> dict:
       "final": result.get("final_epoch_test_accuracy"),
       "finished": bool(result.get("finished")),
       "steps": result.get("steps"), "total_steps": result.get("total_steps"),
+      "weight_clean": result.get("final_sample_weight_clean"),
+      "weight_noisy": result.get("final_sample_weight_noisy"),
+      "wall_time_s": result.get("wall_time_s"),
   }
 
 
@@ -109,6 +158,45 @@ def paper_table(rows, metric: str) -> str:
   return "\n".join(out)
 
 
+def _num(mean, std, digits: int, scale: float = 1.0) -> str:
+  if mean is None:
+    return "–"
+  text = f"{scale * mean:.{digits}f}"
+  return text + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+
+
+def details_table(rows) -> str:
+  """One row per (dataset, corruption, level, method), means over seeds."""
+  out = ["### Details (mean ± sd over seeds)\n",
+         "| dataset | corruption | level | method | seeds | final % | best % "
+         "| weight clean / corrupted | AUROC | precision / recall at realised "
+         "rate | wall s/run |",
+         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  groups = {}
+  for r in rows:
+    key = (r["dataset"], r["corruption"], r["level_key"], r["level"],
+           r["method"])
+    groups.setdefault(key, []).append(r)
+  for (dataset, corruption, _, level, method), runs in sorted(groups.items()):
+    stat = lambda k, runs=runs: _mean_std([r[k] for r in runs])
+    weights = "–"
+    if stat("weight_clean")[0] is not None:
+      weights = (f"{_num(stat('weight_clean')[0], None, 3)} / "
+                 f"{_num(stat('weight_noisy')[0], None, 3)}")
+    pr = "–"
+    if stat("precision")[0] is not None:
+      pr = (f"{_num(*stat('precision'), 3)} / "
+            f"{_num(*stat('recall'), 3)}")
+    unfinished = "" if all(r["finished"] for r in runs) else "*"
+    out.append(
+        f"| {dataset} | {corruption} | {level} | {method}{unfinished} "
+        f"| {len(runs)} | {_num(*stat('final'), 2, 100)} "
+        f"| {_num(*stat('best'), 2, 100)} | {weights} "
+        f"| {_num(*stat('auroc'), 3)} | {pr} "
+        f"| {_num(*stat('wall_time_s'), 0)} |")
+  return "\n".join(out) + "\n"
+
+
 def runs_table(rows) -> str:
   out = ["### All runs\n",
          "| run | dataset | model | corruption | level | method | seed | "
@@ -129,16 +217,18 @@ def collect(roots, metric: str = "both") -> str:
   for name, path in run_dir.find_results(roots):
     try:
       row = describe(run_dir.read_results(path))
+      row.update(run_extras(os.path.dirname(path), row["method"]))
     except (OSError, ValueError, TypeError, AttributeError) as e:
       problems.append(f"- {path}: unreadable ({e})")
       continue
+    row["method"] = row.pop("label")
     row["path"] = name
     rows.append(row)
   if not rows:
     return f"No results.json under {', '.join(roots)}.\n"
   text = ["# MW-Net results\n",
           f"{len(rows)} runs from {', '.join(roots)}. `*`: not finished.\n",
-          paper_table(rows, metric), runs_table(rows)]
+          paper_table(rows, metric), details_table(rows), runs_table(rows)]
   if problems:
     text += ["### Skipped\n"] + problems + [""]
   return "\n".join(text)

@@ -11,12 +11,35 @@ import os
 import subprocess
 import sys
 
+from absl import flags as absl_flags
 import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from mwn_tf import main
 from mwn_tf.runner import train_eval as train_eval_lib
+
+
+def call_main(argv, capsys):
+  """Runs main() in-process with `argv` flags; returns (status, out, err)."""
+  fv = absl_flags.FLAGS
+  fv.unparse_flags()
+  fv(["mwn_tf.main"] + list(argv))
+  try:
+    main.main(["mwn_tf.main"])
+    status = 0
+  except SystemExit as e:
+    status = e.code
+  finally:
+    fv.unparse_flags()
+  out, err = capsys.readouterr()
+  return status, out, err
+
+
+def error_lines(err):
+  return [l for l in err.splitlines() if l.startswith("mwn_tf.main: error:")]
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "gin", "smoke.gin")

@@ -35,7 +35,7 @@ def test_registry_names_and_unknown():
           "clothing1m", "folder", "npz"} <= set(mwn_tf.data.names())
   with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'; known "
                      r"datasets: cifar10, cifar100, cifar100_n, cifar10_n, "
-                     r"clothing1m, digits, folder, npz"):
+                     r"clothing1m, digits, fashion_mnist, folder, npz"):
     mwn_tf.data.get("mnist")
 
 

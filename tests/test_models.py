@@ -99,7 +99,8 @@ def _counts(model):
 
 def test_registry_names():
   assert models.names() == sorted(
-      ["mlp", "resnet32", "resnet50", "small_cnn", "wide_resnet", "wrn28_10"])
+      ["fmnist_cnn", "mlp", "resnet32", "resnet50", "small_cnn", "wide_resnet",
+       "wrn28_10"])
 
 
 def test_unknown_name_lists_known_models():

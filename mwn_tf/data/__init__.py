@@ -15,8 +15,9 @@ from mwn_tf.data import cifar  # pylint: disable=g-bad-import-order
 from mwn_tf.data import cifar_n
 from mwn_tf.data import clothing1m
 from mwn_tf.data import digits
+from mwn_tf.data import fashion_mnist
 from mwn_tf.data import folder
 from mwn_tf.data import npz
 
 __all__ = ["DataSplits", "RawImages", "get", "names", "register", "cifar",
-           "cifar_n", "clothing1m", "digits", "folder", "npz"]
+           "cifar_n", "clothing1m", "digits", "fashion_mnist", "folder", "npz"]

@@ -4,32 +4,15 @@ import os
 import subprocess
 import sys
 
-from absl import flags
 import pytest
 
 from mwn_tf import main
 from helpers import REPO
-
-FLAGS = flags.FLAGS
-
-
-def call_main(argv, capsys):
-  """Runs main() in-process with `argv` flags; returns (status, out, err)."""
-  FLAGS.unparse_flags()
-  FLAGS(["mwn_tf.main"] + list(argv))
-  try:
-    main.main(["mwn_tf.main"])
-    status = 0
-  except SystemExit as e:
-    status = e.code
-  finally:
-    FLAGS.unparse_flags()
-  out, err = capsys.readouterr()
-  return status, out, err
+from helpers import call_main  # noqa: F401  test_robustness, test_console use it
+from helpers import error_lines
 
 
-def error_lines(err):
-  return [l for l in err.splitlines() if l.startswith("mwn_tf.main: error:")]
+
 
 
 def test_smoke_run_with_default_model_dir(tmp_path, monkeypatch, capsys):

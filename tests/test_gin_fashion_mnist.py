@@ -1,0 +1,177 @@
+"""gin/fashion_mnist_*.gin: what each binds, and each one end to end through
+`python -m mwn_tf.main` (shrunk to a few steps) on the real Fashion-MNIST
+files, then `python -m mwn_tf.analyze` on one of them. Also fmnist_cnn, the
+model they train."""
+
+import json
+import os
+
+from absl import flags
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mwn_tf import analyze
+from mwn_tf import detection
+from mwn_tf import models
+from mwn_tf.runner import train_eval  # noqa: F401  registers every configurable
+from mwn_tf.models.batch_norm import MetaBatchNormalization
+import helpers
+import real_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = {
+    # file: (noise_type, noise_rate, imbalance_factor, num_meta); the base
+    # file (included by the others) alone trains on clean labels.
+    "base_fashion_mnist.gin": (None, None, None, None),
+    "fashion_mnist_uniform_40.gin": ("uniform", 0.4, None, None),
+    "fashion_mnist_uniform_60.gin": ("uniform", 0.6, None, None),
+    "fashion_mnist_flip_40.gin": ("flip", 0.4, None, None),
+    "fashion_mnist_longtail_50.gin": (None, None, 50.0, 100),
+}
+# Shrinks a run to a few steps; num_train keeps the long tail's last class
+# non-empty (n_max = 50 -> 1 ankle boot).
+SHRINK = ["train_eval.train_steps = 3", "train_eval.batch_size = 16",
+          "train_eval.meta_batch_size = 16", "train_eval.lr_decay_epochs = ()",
+          "fashion_mnist.num_train = 500", "train_eval.verbose = 0"]
+
+
+def parse(name):
+  if REPO not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+    gin.add_config_file_search_path(REPO)
+  gin.parse_config_file(os.path.join("gin", name), skip_unknown=False)
+
+
+def query(binding):
+  try:
+    return gin.query_parameter(binding)
+  except ValueError:
+    return None
+
+
+def test_every_fashion_mnist_gin_file_is_listed():
+  shipped = {n for n in os.listdir(os.path.join(REPO, "gin"))
+             if "fashion_mnist" in n}
+  assert shipped == set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_bindings(name):
+  parse(name)
+  noise_type, rate, factor, num_meta = SETTINGS[name]
+  assert query("train_eval.dataset") == "fashion_mnist"
+  assert query("train_eval.model") == "fmnist_cnn"
+  assert query("fashion_mnist.noise_type") == noise_type
+  assert query("fashion_mnist.noise_rate") == rate
+  assert query("fashion_mnist.imbalance_factor") == factor
+  assert query("fashion_mnist.num_meta") == num_meta
+  assert query("fashion_mnist.num_train") == 10000
+  assert query("train_eval.normalize_weights") == "sum"
+  assert query("train_eval.learning_rate") == 0.02
+  # The paper's schedule, x0.1 at 80/120 and 100/120 of the run, rounded.
+  epochs = query("train_eval.epochs")
+  decay = query("train_eval.lr_decay_epochs")
+  assert [round(epochs * f) for f in (80 / 120, 100 / 120)] == list(decay)
+  # MW-Net.py's defaults are kept for everything else.
+  for unbound in ("momentum", "weight_decay", "batch_size", "meta_batch_size",
+                  "meta_optimizer", "meta_learning_rate",
+                  "meta_weight_decay"):
+    assert query(f"train_eval.{unbound}") is None, unbound
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_end_to_end(name, tmp_path, capsys):
+  real_data.require_fashion_mnist()
+  model_dir = tmp_path / "run"
+  status, out, err = helpers.call_main(
+      [f"--gin_file=gin/{name}", f"--model_dir={model_dir}"] +
+      [f"--gin_param={b}" for b in SHRINK], capsys)
+  assert status == 0, err[-3000:]
+  assert "final-epoch test accuracy:" in out
+  results = json.loads((model_dir / "results.json").read_text())
+  noise_type, rate, factor, num_meta = SETTINGS[name]
+  assert results["finished"] and results["steps"] == 3
+  assert results["dataset"] == "fashion_mnist"
+  assert results["model"] == "fmnist_cnn"
+  data = results["data"]
+  assert data["image_shape"] == [28, 28, 1] and data["num_test"] == 10000
+  assert data["num_meta"] == (num_meta or 1000)
+  if factor:
+    assert data["class_counts"][0] == 50 and data["class_counts"][-1] == 1
+  else:
+    assert data["class_counts"] == [50] * 10
+  assert data["noise_type"] == (noise_type or "none")
+  if noise_type:
+    assert results["realised_noise_rate"] > 0.2
+  else:
+    assert results["realised_noise_rate"] == 0.0
+  for key in ("final_epoch_test_accuracy", "final_sample_weight_clean"):
+    assert results[key] is not None and np.isfinite(results[key]), key
+
+
+@pytest.mark.slow
+def test_end_to_end_then_analyze(tmp_path, capsys):
+  """The sweep's pipeline on one config: train, then the analyze CLI, whose
+  recomputation of the training split (from the exports) must agree with the
+  runner's per-sample table: the loader is deterministic given the config."""
+  real_data.require_fashion_mnist()
+  model_dir = str(tmp_path / "run")
+  status, _, err = helpers.call_main(
+      ["--gin_file=gin/fashion_mnist_uniform_60.gin",
+       f"--model_dir={model_dir}", "--gin_param=train_eval.seed = 1"] +
+      [f"--gin_param={b}" for b in SHRINK], capsys)
+  assert status == 0, err[-3000:]
+  fv = flags.FlagValues()
+  analyze.define_flags(fv)
+  rest = fv(["analyze", f"--model_dir={model_dir}", "--nofigures"])
+  assert analyze.run(rest, fv) == 0
+  report = json.load(open(os.path.join(model_dir, "analysis",
+                                       "detection.json")))
+  assert report["num_known"] == 500
+  overall = report["overall"]
+  assert 0.0 <= overall["auroc"] <= 1.0
+  realised = overall["at_realised_rate"]
+  assert realised["flagged"] == overall["n_noisy"]
+  files = analyze.find_run_files(model_dir)
+  stored = detection.load_samples(files.samples)
+  again, _ = analyze.recompute_samples(files, "exports")
+  np.testing.assert_array_equal(again.index, stored.index)
+  np.testing.assert_array_equal(again.clean_label, stored.clean_label)
+  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
+
+
+# --- fmnist_cnn ---
+
+def test_fmnist_cnn_layers_and_parameter_count():
+  model = models.get("fmnist_cnn", num_classes=10, input_shape=(28, 28, 1))
+  bns = [l for l in model.layers if isinstance(l, MetaBatchNormalization)]
+  assert [bn.name for bn in bns] == ["bn1", "bn2"]
+  assert all(bn.momentum == pytest.approx(0.9) and
+             bn.epsilon == pytest.approx(1e-5) for bn in bns)
+  assert model.get_layer("flatten").output.shape[1:] == (7 * 7 * 32,)
+  # conv 3*3*1*16, bn 2*16, conv 3*3*16*32, bn 2*32, dense 1568*10 + 10.
+  trainable = 144 + 32 + 4608 + 64 + 15690
+  assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == (
+      trainable)
+  assert sum(int(np.prod(v.shape)) for v in model.non_trainable_variables) == (
+      2 * 16 + 2 * 32)  # moving mean and variance
+
+
+def test_fmnist_cnn_forward_and_stateless_call_agree():
+  model = models.get("fmnist_cnn", num_classes=10, input_shape=(28, 28, 1),
+                     filters=(4, 8))
+  x = tf.constant(np.random.default_rng(0).normal(size=(5, 28, 28, 1)),
+                  tf.float32)
+  for training in (False, True):
+    y = model(x, training=training)
+    assert tuple(y.shape) == (5, 10) and y.dtype == tf.float32
+    logits, _ = model.stateless_call(
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables], x,
+        training=training)
+    np.testing.assert_allclose(logits.numpy(), y.numpy(), rtol=1e-5,
+                               atol=1e-5)
+  assert isinstance(model, keras.Model)
