@@ -28,6 +28,7 @@ that knows what a run writes.
 """
 
 import argparse
+import json
 import math
 import os
 import sys

@@ -12,9 +12,6 @@ from helpers import call_main  # noqa: F401  test_robustness, test_console use i
 from helpers import error_lines
 
 
-
-
-
 def test_smoke_run_with_default_model_dir(tmp_path, monkeypatch, capsys):
   # From another folder: gin/smoke.gin is found through the repo search path
   # and the default model_dir is ./runs/smoke.
