@@ -395,41 +395,17 @@ class MetaWeightModel(keras.Model):
 
     # The train batch's forward pass, in training mode: stage 1
     # differentiates it, and stage 3 reuses it (same θ, same batch).
-    with tf.GradientTape(persistent=True,
-                         watch_accessed_variables=False) as tape:
-      tape.watch(theta)
-      logits, new_state, reg = self.classifier.stateless_call(
-          theta, state, x, training=True, return_losses=True)
-      losses = per_sample_loss(y, logits)
+    tape, logits, new_state, reg, losses = self.train_forward(theta, state,
+                                                              x, y)
 
     def virtual_and_meta_update():
-      alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
-      # Sums of stages 1-2: global (exact) or this replica's (class doc).
-      total = cross_replica_sum if self.virtual_step == "global" else (
-          replica_local)
-      meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
-      moving = [theta[i] for i in self._virtual]  # all of θ unless fast
       with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
         meta_tape.watch(phi)
         # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
-        coeffs = loss_coefficients(
-            self.weights_for(tf.stop_gradient(losses)),
-            self.normalize_weights, total)
-        grads = total(tape.gradient(
-            losses, moving,
-            output_gradients=fast_step.scaled([coeffs], scale)[0]))
-        fast_theta = list(theta)
-        for i, g in zip(self._virtual, grads):
-          fast_theta[i] = theta[i] - tf.cast(alpha, g.dtype) * (
-              fast_step.unscale(g, scale))
+        fast_theta = self.virtual_weights(tape, losses, theta, scale)
         # Stage 2: meta loss of the virtual classifier on the clean batch.
-        meta_logits, _ = self.classifier.stateless_call(
-            fast_theta, state, x_meta, training=True)
-        meta_losses = per_sample_loss(y_meta, meta_logits)
-        # This replica's share of the global meta-batch mean (loss-scaled).
-        meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
-                                                      meta_losses.dtype)
-        meta_loss = fast_step.scaled([meta_loss], meta_scale)[0]
+        meta_loss, meta_losses, meta_logits = self.meta_objective(
+            fast_theta, state, x_meta, y_meta, meta_scale)
       meta_grads = meta_tape.gradient(meta_loss, phi)
       # The second-order pass kept S (`unscale`); V's optimizer removes S_V.
       meta_grads = fast_step.scaled(meta_grads, fast_step.inverse(scale))
@@ -446,14 +422,75 @@ class MetaWeightModel(keras.Model):
     # reuses stage 1's forward (same θ, same batch) through the kept tape.
     weights = tf.stop_gradient(self.weights_for(tf.stop_gradient(losses)))
     coeffs = loss_coefficients(weights, self.normalize_weights)
-    grads = tape.gradient(
-        [losses] + list(reg), theta,
-        output_gradients=fast_step.scaled([coeffs] + self._shares(reg),
-                                          scale))
+    grads = self.actual_gradients(tape, losses, reg, theta, coeffs, scale)
     del tape
     self._apply_classifier_update(grads, theta, new_state, scale)
     self._update_weight_metrics(weights, noisy)
     return self._report(losses, coeffs, logits, y, weights, noisy)
+
+  # --------------------------------------------------------------------------
+  # The passes of the step, one method each; `train_step` above composes
+  # them, and `mwn_tf.benchmark.passes` times them one at a time.
+  # --------------------------------------------------------------------------
+  def train_forward(self, theta, state, x, y):
+    """The forward pass on train images `x` `[n, ...]`, labels `y` `[n]`,
+    in training mode at values `theta` (trainable) and `state`.
+
+    Returns (persistent tape watching `theta`, logits `[n, K]`, new state,
+    regularisation losses, per-sample losses `[n]`)."""
+    with tf.GradientTape(persistent=True,
+                         watch_accessed_variables=False) as tape:
+      tape.watch(theta)
+      logits, new_state, reg = self.classifier.stateless_call(
+          theta, state, x, training=True, return_losses=True)
+      losses = per_sample_loss(y, logits)
+    return tape, logits, new_state, reg, losses
+
+  def virtual_weights(self, tape, losses, theta, scale=1):
+    """Stage 1: θ̂(Θ) = θ − α_t ∇θ Σ c_i(Θ) L_i(θ), a list like `theta`.
+
+    Plain SGD at the classifier optimizer's current rate on the
+    `virtual_layers` variables, through `train_forward`'s `tape` and its
+    `[n]` `losses` (fed to V detached); `scale`: the classifier's loss
+    scale. Differentiable w.r.t. V when an enclosing tape watches it."""
+    alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
+    # Sums of stages 1-2: global (exact) or this replica's (class doc).
+    total = cross_replica_sum if self.virtual_step == "global" else (
+        replica_local)
+    moving = [theta[i] for i in self._virtual]  # all of θ unless fast
+    coeffs = loss_coefficients(self.weights_for(tf.stop_gradient(losses)),
+                               self.normalize_weights, total)
+    grads = total(tape.gradient(
+        losses, moving, output_gradients=fast_step.scaled([coeffs], scale)[0]))
+    fast_theta = list(theta)
+    for i, g in zip(self._virtual, grads):
+      fast_theta[i] = theta[i] - tf.cast(alpha, g.dtype) * (
+          fast_step.unscale(g, scale))
+    return fast_theta
+
+  def meta_objective(self, fast_theta, state, x_meta, y_meta, meta_scale=1):
+    """Stage 2's objective: the loss of θ̂ (`fast_theta`) on the meta batch
+    `x_meta` `[m, ...]`, `y_meta` `[m]`, in training mode; `state` unchanged.
+
+    Returns (this replica's share of the global meta-batch mean, scaled by
+    V's `meta_scale`; per-sample meta losses `[m]`; meta logits `[m, K]`)."""
+    meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
+    meta_logits, _ = self.classifier.stateless_call(
+        fast_theta, state, x_meta, training=True)
+    meta_losses = per_sample_loss(y_meta, meta_logits)
+    meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
+                                                  meta_losses.dtype)
+    return (fast_step.scaled([meta_loss], meta_scale)[0], meta_losses,
+            meta_logits)
+
+  def actual_gradients(self, tape, losses, reg, theta, coeffs, scale=1):
+    """Stage 3's gradient ∇θ (Σ c_i L_i + reg) through `train_forward`'s
+    `tape`, for `[n]` `coeffs` (no gradient into them): this replica's
+    share, one tensor per entry of `theta`, scaled by `scale`."""
+    return tape.gradient(
+        [losses] + list(reg), theta,
+        output_gradients=fast_step.scaled([coeffs] + self._shares(reg),
+                                          scale))
 
   # --------------------------------------------------------------------------
   def _apply_classifier_update(self, grads, theta, new_state, scale=1):
