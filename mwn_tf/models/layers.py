@@ -128,8 +128,8 @@ def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
   Returns:
     `x`'s shape.
   """
-  return batch_norm_class(batch_norm_cls)(axis=-1, momentum=momentum, epsilon=epsilon, dtype=dtype,
-             name=name)(x)
+  return batch_norm_class(batch_norm_cls)(
+      axis=-1, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name)(x)
 
 
 @keras.saving.register_keras_serializable(package="mwn_tf")

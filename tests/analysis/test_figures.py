@@ -1,0 +1,90 @@
+"""The figures say what they show (dataset, noise type and rate, epoch), and
+the TensorBoard renderings stay readable at card size (issue 15, item 7)."""
+
+import io
+import os
+
+from matplotlib import image as mpl_image
+import numpy as np
+import pytest
+
+from mwn_tf.analysis import figures
+from mwn_tf.analysis import report
+
+import test_analyze
+
+
+def _titles(fig):
+  return "\n".join(ax.get_title() for ax in fig.axes)
+
+
+@pytest.mark.parametrize("args, want", [
+    (("digits", "uniform", 0.4, 12), "digits, uniform noise 40%, epoch 12"),
+    (("cifar100", "flip2", 0.2, None), "cifar100, flip2 noise 20%"),
+    (("cifar10", "none", 0.0, 3), "cifar10, no noise, epoch 3"),
+    ((None, None, None, None), ""),
+])
+def test_caption(args, want):
+  assert figures.caption(*args) == want
+
+
+def test_every_builder_puts_the_context_under_its_title():
+  rng = np.random.default_rng(0)
+  loss, noisy = rng.gamma(2.0, 1.0, 50), rng.random(50) < 0.4
+  context = figures.caption("digits", "uniform", 0.4, 7)
+  built = [
+      figures.weighting_function(np.linspace(0, 5, 20),
+                                 np.linspace(0.9, 0.1, 20), context=context),
+      figures.weighting_function(np.linspace(0, 5, 20),
+                                 np.linspace(0.9, 0.1, 20), sample_loss=loss,
+                                 is_noisy=noisy, context=context),
+      figures.weight_distribution(1 / (1 + loss), loss=loss, is_noisy=noisy,
+                                  context=context),
+      figures.weight_variation([1, 2, 3], [0.5, 0.6, 0.7], [0.4, 0.3, 0.2],
+                               mean=[0.45, 0.45, 0.45], context=context),
+      figures.ablation(["10", "100"], [[0.9], [0.91, 0.92]], context=context),
+  ]
+  for fig in built:
+    assert context in _titles(fig)
+
+
+def test_analysis_figures_name_the_run(tmp_path, monkeypatch):
+  """The run's dataset, noise type and rate, and the epoch of its samples
+  (its last, 6) are in every figure `analyze` draws."""
+  saved = {}
+  save = figures.save
+
+  def record(fig, path, **kwargs):
+    saved[os.path.basename(path)] = _titles(fig)
+    return save(fig, path, **kwargs)
+
+  monkeypatch.setattr(figures, "save", record)
+  model_dir = str(tmp_path / "run")
+  test_analyze._write_run(model_dir)
+  report.analyze(model_dir, ablation_dirs=[model_dir])
+  assert set(saved) == {"weighting_function.png", "weight_distribution.png",
+                        "weight_variation.png", "ablation.png"}
+  for name, titles in saved.items():
+    assert "digits, uniform noise 40%" in titles, name
+  for name in ("weighting_function.png", "weight_distribution.png"):
+    assert "epoch 6" in saved[name], name
+  assert "epochs 1–6" in saved["weight_variation.png"]
+
+
+def test_tensorboard_rendering_fits_a_card():
+  """The sample-weight image: weights above losses, one legend, 10 pt or
+  larger text, about 500-700 px: TensorBoard's card shows it nearly 1:1."""
+  rng = np.random.default_rng(1)
+  loss, noisy = rng.gamma(2.0, 1.0, 300), rng.random(300) < 0.4
+  fig = figures.weight_distribution(
+      1 / (1 + loss), loss=loss, is_noisy=noisy,
+      context=figures.caption("digits", "uniform", 0.4, 60))
+  assert len(fig.axes) == 2
+  assert sum(ax.get_legend() is not None for ax in fig.axes) == 1
+  for ax in fig.axes:
+    texts = [ax.title, ax.xaxis.label, ax.yaxis.label,
+             *ax.get_xticklabels(), *ax.get_yticklabels()]
+    assert min(t.get_fontsize() for t in texts if t.get_text()) >= 10
+  image = mpl_image.imread(io.BytesIO(figures.png(fig)))
+  height, width = image.shape[:2]
+  assert 450 <= width <= 700 and 450 <= height <= 700, image.shape
