@@ -505,3 +505,28 @@ def test_smoke_run_then_analyze(tmp_path):
                         f"--model_dir={model_dir}", "--flag_rate=2"],
                        cwd=repo, env=env, capture_output=True, text=True)
   assert bad.returncode == 1 and "--flag_rate=2" in bad.stderr
+
+
+# ---------------------------------------------------------------- settings
+def test_settings_come_from_results_json_before_the_gin_text(tmp_path):
+  """Runs since issue 14 record every train_eval argument in results.json's
+  `settings`; older runs (no `settings`) fall back to hparams and gin."""
+  gin_text = ("train_eval.dataset = 'cifar10'\ntrain_eval.seed = 5\n"
+              "train_eval.weight_net_hidden_units = (10,)\n")
+  new = {"settings": {"dataset": "digits", "model": "mlp", "method": "mwn",
+                      "seed": 3, "weight_net_hidden_units": [50, 50]}}
+  got = sources.run_settings(new, gin_text)
+  assert (got["dataset"], got["seed"], got["model"]) == ("digits", 3, "mlp")
+  assert got["weight_net_hidden_units"] == (50, 50)
+  old = sources.run_settings({"hparams": {"weight_net_hidden_units": "7"}},
+                             gin_text)
+  assert (old["dataset"], old["seed"], old["method"]) == ("cifar10", 5, "mwn")
+  assert old["weight_net_hidden_units"] == (7,)
+  assert sources.run_settings({}, "")["weight_net_hidden_units"] == (100,)
+  # The ablation reads V's size from `settings` too.
+  model_dir = str(tmp_path / "run")
+  _write_run(model_dir, units=(100,))
+  results = json.load(open(os.path.join(model_dir, "results.json")))
+  results["settings"] = {"method": "mwn", "weight_net_hidden_units": [20]}
+  json.dump(results, open(os.path.join(model_dir, "results.json"), "w"))
+  assert report_lib.describe_run(model_dir)["hidden_units"] == [20]
