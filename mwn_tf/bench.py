@@ -15,20 +15,8 @@ ratio to the plain step is taken within each round, and the median and the
 range over rounds are reported. Inputs are synthetic (random images and
 labels, one constant batch), so the input pipeline is not timed.
 
-A mode is "+"-joined tokens:
-  plain        method="baseline": the plain step, through the same model.
-  exact        MW-Net, every option at its exact default.
-  interval<k>  meta_interval=k: stages 1-2 every k steps.
-  last<k>      virtual_layers=k: the virtual step moves the last k layers.
-  meta<m>      a meta batch of m samples (data option `meta_batch_size`).
-  xla          compile(jit_compile=True).
-  bf16, fp16   mixed_bfloat16 / mixed_float16 classifier (fp16 with loss
-               scaling, as Keras does by default).
-  kerasbn      the registry model with Keras' BatchNormalization instead of
-               mwn_tf's MetaBatchNormalization (same values, autodiff
-               second derivative).
-e.g. "exact+xla", "last1+interval2", "exact+meta25".
-
+A mode is "+"-joined tokens (mwn_tf/benchmark/modes.py):
+{modes}
 Columns: median over rounds of the mean ms per step, and its range; × plain
 (the per-round ratio: median and range); train examples per second; peak
 memory of a step in MiB: the TF allocator's peak during the mode's steps
@@ -61,6 +49,11 @@ else were free.
 
 import os
 import sys
+
+from mwn_tf.benchmark import modes as _modes
+
+# --help prints this docstring: the token table is the modes module's own.
+__doc__ = __doc__.replace("{modes}", _modes.TOKENS_HELP)
 
 
 # -------------------------------------------------------------------- main --

@@ -1,5 +1,10 @@
-"""Benchmark modes: "+"-joined tokens naming a MetaWeightModel variant.
+"""Benchmark modes: "+"-joined tokens naming a MetaWeightModel variant (see
+`TOKENS_HELP`), e.g. "exact+xla", "last1+interval2", "exact+meta25"."""
 
+import dataclasses
+from typing import List, Optional
+
+TOKENS_HELP = """\
   plain        method="baseline": the plain step, through the same model.
   exact        MW-Net, every option at its exact default.
   interval<k>  meta_interval=k: stages 1-2 every k steps.
@@ -13,9 +18,6 @@
                second derivative).
 e.g. "exact+xla", "last1+interval2", "exact+meta25".
 """
-
-import dataclasses
-from typing import List, Optional
 
 _TOKENS = ("plain", "exact", "interval<k>", "last<k>", "meta<m>", "xla",
            "bf16", "fp16", "kerasbn")
