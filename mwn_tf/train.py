@@ -798,13 +798,16 @@ def train_eval(
   hparams = {
       "method": method, "dataset": dataset, "model": model, "seed": int(seed),
       "noise_type": str(data_summary.get("noise_type", "none")),
-      "noise_rate": float(data_summary.get("noise_rate", 0.0)),
+      # None for real noise of unknown rate (Clothing1M): left out below, as
+      # HParams values must be numbers, strings or booleans.
+      "noise_rate": data_summary.get("noise_rate", 0.0),
       "imbalance_factor": float(data_summary.get("imbalance_factor", 1.0)),
       "normalize_weights": normalize_weights, "batch_size": int(batch_size),
       "learning_rate": float(learning_rate), "meta_optimizer": meta_optimizer,
       "meta_learning_rate": float(meta_learning_rate),
       "weight_net_hidden_units": ",".join(map(str, weight_net_hidden_units)),
       "total_steps": int(total_steps)}
+  hparams = {k: v for k, v in hparams.items() if v is not None}
   if not restored:
     _write_run_header(writer, hparams, data_summary,
                       os.path.basename(os.path.normpath(model_dir)))
@@ -815,7 +818,9 @@ def train_eval(
     return outputs.write_results({
         "method": method, "dataset": dataset, "model": model,
         "seed": int(seed),
-        "realised_noise_rate": float(splits.realised_noise_rate),
+        "realised_noise_rate": data_summary["realised_noise_rate"],
+        "realised_noise_rate_measured_on":
+            data_summary["realised_noise_rate_measured_on"],
         **summarize(history),
         "final_epoch_test_loss": (history[-1]["test"]["loss"] if history
                                   else None),

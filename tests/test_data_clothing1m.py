@@ -91,6 +91,16 @@ def test_round_trip_train_labels(built):
                                           minlength=K).tolist()
 
 
+def test_summary_has_no_made_up_rates(built):
+  """Web labels: no configured or expected rate; the realised one says what
+  it was measured on."""
+  s = built[0].summary()
+  assert s["noise_rate"] is None and s["expected_noise_rate"] is None
+  assert s["realised_noise_rate"] == pytest.approx(4 / 10)
+  assert s["realised_noise_rate_measured_on"] == (
+      "the 10 of 28 training samples that have a clean label")
+
+
 def test_meta_and_test_are_clean_val_and_clean_test(built):
   d, (keys, _, clean), _ = built
   meta = _collect(d.meta_eval(10))

@@ -306,9 +306,10 @@ def clothing1m(data_dir: Optional[str] = None,
 
   Returns:
     DataSplits; images float32 [image_size, image_size, 3], ImageNet-normalised.
-    Its labels are the real noisy ones: transition_matrix is None and
-    realised_noise_rate is measured on the noisy_train images that also have
-    a clean label.
+    Its labels are the real noisy ones: transition_matrix, noise_rate and
+    expected_noise_rate are None, and realised_noise_rate is measured on the
+    noisy_train images that also have a clean label
+    (`noise_rate_measured_on` of them; None if there are none).
 
   Raises:
     FileNotFoundError: the manual folder or an annotation file is missing.
@@ -343,7 +344,11 @@ def clothing1m(data_dir: Optional[str] = None,
         shuffle_buffer)
 
   is_noisy = train_split == "noisy_train"
+  # Web labels: the rate is unknown except on the noisy_train images that the
+  # authors also labelled by hand; clean_train is clean by definition.
   rate = info.metadata["noisy_train_overlap_noise_rate"] if is_noisy else 0.0
+  measured_on = (info.metadata["noisy_train_with_clean_label"] if is_noisy
+                 else None)
   return splits_lib.DataSplits(
       name="clothing1m", num_classes=len(CLASS_NAMES),
       image_shape=(image_size, image_size, 3),
@@ -354,14 +359,13 @@ def clothing1m(data_dir: Optional[str] = None,
                                                        resize_size),
       eval_fn=lambda b: preprocessing.resnet_eval(b, image_size, resize_size),
       augment=bool(augment), seed=int(seed), transition_matrix=None,
-      realised_noise_rate=float(rate or 0.0),
+      realised_noise_rate=rate, expected_noise_rate=None,
+      noise_rate_measured_on=measured_on,
       class_counts=np.array(info.metadata["class_counts"][train_split]),
       meta_class_counts=np.array(meta_counts),
       config={"data_dir": data_dir, "train_split": train_split,
               "noise_type": "real (web labels)" if is_noisy else "none",
-              "noise_rate": None, "imbalance_factor": 1.0,
-              "noise_rate_measured_on": (
-                  info.metadata["noisy_train_with_clean_label"]
-                  if is_noisy else None),
+              "noise_rate": None if is_noisy else 0.0,
+              "imbalance_factor": 1.0, "noise_rate_measured_on": measured_on,
               "image_size": image_size, "resize_size": resize_size},
       class_names=list(CLASS_NAMES))

@@ -138,6 +138,10 @@ class TfdsSource:
     return ds.repeat() if repeat else ds
 
 
+def _float_or_none(x) -> Optional[float]:
+  return None if x is None else float(x)
+
+
 @dataclasses.dataclass
 class DataSplits:
   """Train, meta and test splits of one experiment plus their statistics.
@@ -152,10 +156,16 @@ class DataSplits:
     augment: apply `train_fn` on train and meta (else `eval_fn`).
     seed: experiment seed (labels, meta set, long tail, shuffles).
     transition_matrix: [K, K] requested corruption, or None.
-    realised_noise_rate: fraction of train labels != clean label.
+    realised_noise_rate: fraction of train labels != clean label, over the
+      train samples whose clean label is known; None when none is known
+      (real noise without a clean subset).
     class_counts: [K] train counts (after the long tail).
     meta_class_counts: [K] meta counts.
     config: the loader settings, echoed in `summary()`.
+    expected_noise_rate: the rate the transition matrix implies; None for
+      real noise (no matrix).
+    noise_rate_measured_on: how many train samples have a known clean label
+      (the sample behind `realised_noise_rate`); None: all of them.
     arrays: numpy label/clean_label/index per split (in-memory sources).
   """
   name: str
@@ -169,13 +179,14 @@ class DataSplits:
   augment: bool
   seed: int
   transition_matrix: Optional[np.ndarray]
-  realised_noise_rate: float
+  realised_noise_rate: Optional[float]
   class_counts: np.ndarray
   meta_class_counts: np.ndarray
   config: dict
-  expected_noise_rate: float = 0.0
+  expected_noise_rate: Optional[float] = 0.0
   class_names: Optional[list] = None
   arrays: Optional[dict] = None
+  noise_rate_measured_on: Optional[int] = None
 
   @property
   def num_train(self) -> int:
@@ -201,8 +212,9 @@ class DataSplits:
         "num_train": self.num_train, "num_meta": self.num_meta,
         "num_test": self.num_test, "seed": int(self.seed),
         "augment": bool(self.augment),
-        "realised_noise_rate": float(self.realised_noise_rate),
-        "expected_noise_rate": float(self.expected_noise_rate),
+        "realised_noise_rate": _float_or_none(self.realised_noise_rate),
+        "realised_noise_rate_measured_on": self._measured_on(),
+        "expected_noise_rate": _float_or_none(self.expected_noise_rate),
         "class_counts": [int(c) for c in self.class_counts],
         "meta_class_counts": [int(c) for c in self.meta_class_counts],
     }
@@ -212,6 +224,13 @@ class DataSplits:
           None if self.transition_matrix is None
           else np.round(self.transition_matrix, 6).tolist())
     return out
+
+  def _measured_on(self) -> str:
+    """Which train samples `realised_noise_rate` is the corrupted share of."""
+    if self.noise_rate_measured_on is None:
+      return f"all {self.num_train} training samples"
+    return (f"the {self.noise_rate_measured_on} of {self.num_train} training "
+            "samples that have a clean label")
 
   # ----------------------------------------------------------------- pipelines
   def _examples(self, source, ctx, *, augment: bool,
