@@ -143,6 +143,7 @@ def _spec(t):
   return getattr(t, "shape", type(t).__name__)
 
 
+@keras.saving.register_keras_serializable(package="mwn_tf")
 class MetaWeightModel(keras.Model):
   """A classifier trained with Meta-Weight-Net sample weights.
 
@@ -274,6 +275,7 @@ class MetaWeightModel(keras.Model):
     # Indices of the variables that take the virtual step (all: exact).
     self._virtual = fast_step.virtual_variable_indices(classifier,
                                                        virtual_layers)
+    self.sync_batchnorm = bool(sync_batchnorm)
     if sync_batchnorm:
       synchronize_batchnorm(classifier)
     self.weight_decay = float(weight_decay)
@@ -338,6 +340,41 @@ class MetaWeightModel(keras.Model):
         self.meta_optimizer = keras.optimizers.LossScaleOptimizer(
             self.meta_optimizer)
       self.meta_optimizer.build(self.weight_net.trainable_variables)
+
+  # Keras saving: `save("m.keras")` stores this config, the compile config
+  # (both optimizers) and every variable; `load_model` rebuilds, compiles
+  # (building both optimizers) and loads, so training continues exactly.
+  def get_config(self):
+    return {
+        "classifier": keras.saving.serialize_keras_object(self.classifier),
+        "weight_net": keras.saving.serialize_keras_object(self.weight_net),
+        "method": self.method, "normalize_weights": self.normalize_weights,
+        "weight_decay": self.weight_decay,
+        "meta_weight_decay": self.meta_weight_decay,
+        "check_labels": self.check_labels, "virtual_step": self.virtual_step,
+        "sync_batchnorm": self.sync_batchnorm,
+        "meta_interval": self.meta_interval,
+        "virtual_layers": self.virtual_layers, "name": self.name}
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    for key in ("classifier", "weight_net"):
+      config[key] = keras.saving.deserialize_keras_object(
+          config[key], custom_objects=custom_objects)
+    return cls(**config)
+
+  def get_compile_config(self):
+    # Keras records only what reaches `keras.Model.compile`; V's optimizer
+    # goes beside it, so that loading compiles (and builds) both.
+    config = super().get_compile_config()
+    if config and self.meta_optimizer is not None:
+      config["meta_optimizer"] = keras.saving.serialize_keras_object(
+          self.meta_optimizer)
+    return config
+
+  def compile_from_config(self, config):
+    self.compile(**keras.saving.deserialize_keras_object(config))
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     # Keras 3 (TF backend), for a model made under a strategy, builds it in
@@ -645,6 +682,8 @@ def _replica_mean(state):
 
 
 # Registered this way (not with @gin.configurable on the class) because Keras 3
-# inspects __init__'s argument list, which gin's in-place wrapper hides.
+# inspects __init__'s argument list, which gin's in-place wrapper hides. Gin's
+# wrapper makes instances of the class above, which Keras knows by the name
+# "mwn_tf>MetaWeightModel".
 MetaWeightModel = gin.external_configurable(MetaWeightModel, module="mwn_tf")
 

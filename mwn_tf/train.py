@@ -3,7 +3,7 @@
     results = train_eval("runs/quickstart", strategy)   # settings from gin
 
 `train_eval`'s keyword defaults are the paper's ResNet-32 noise setup
-(MW-Net.py, see REFERENCE.md): classifier SGD 0.1, momentum 0.9, weight decay
+(MW-Net.py, docs/REFERENCE.md): classifier SGD 0.1, momentum 0.9, weight decay
 5e-4, no Nesterov, 120 epochs with ×0.1 at epochs 80 and 100, batch 100, meta
 batch 100; V = Linear(1,100)-ReLU-Linear(100,1)-sigmoid trained by Adam 1e-3
 with weight decay 1e-4. One exception, on purpose: `normalize_weights="sum"`
@@ -596,9 +596,9 @@ class _Outputs:
       tf.summary.text("config/operative_gin", indented, step=step)
 
   def write_final(self, samples: dict, curve: Optional[np.ndarray],
-                  meta_model) -> None:
+                  meta_model, splits=None) -> None:
     """Per-sample weights, the weighting curve and (if `meta_model`) the
-    SavedModels of its classifier and V."""
+    SavedModels of its classifier (raw-image signatures from `splits`) and V."""
     if not self._chief:
       return
     export_lib.write_file_atomically(self.files["sample_weights"],
@@ -608,7 +608,7 @@ class _Outputs:
                                        _curve_csv(curve))
     if meta_model is not None:
       export_lib.export_classifier(meta_model.classifier,
-                                   self.exports["classifier"])
+                                   self.exports["classifier"], splits)
       if "weight_net" in self.exports:
         export_lib.export_weight_net(meta_model.weight_net,
                                      self.exports["weight_net"])
@@ -884,7 +884,7 @@ def train_eval(
     samples = sample_pass(train_eval_data())
   monitor.set_model(meta_model)
   outputs.write_final(samples, monitor.curve() if method == "mwn" else None,
-                      meta_model if export else None)
+                      meta_model if export else None, splits)
   writer.flush()
   noisy = samples["is_noisy"].astype(bool)
   out = results(True, extra={

@@ -3,6 +3,9 @@
 Shu et al., "Meta-Weight-Net: Learning an Explicit Mapping For Sample
 Weighting", NeurIPS 2019, Sec. 2.2: V is an MLP with one hidden layer of 100
 ReLU units and a sigmoid output, so every weight lies in (0, 1).
+
+A Keras serializable ("mwn_tf>WeightNet"): `save("v.keras")` and
+`keras.models.load_model("v.keras")` round-trip it once `mwn_tf` is imported.
 """
 
 from typing import Sequence
@@ -19,6 +22,7 @@ def _torch_linear_kernel_init():
       scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
+@keras.saving.register_keras_serializable(package="mwn_tf")
 class WeightNet(keras.Model):
   """Maps per-sample losses `[batch, 1]` to weights `[batch, 1]` in (0, 1).
 
@@ -26,12 +30,17 @@ class WeightNet(keras.Model):
   Deeper or wider variants (the paper's ablation, Fig. 7) are
   `hidden_units=(50, 50)`, `hidden_units=(10,)`, and so on.
 
+  V is built when it is made (its input is always one loss), so its
+  variables exist before any call: optimizers, checkpoints and exports can
+  list them at once.
+
   Args:
     hidden_units: Width of each hidden layer, input to output.
     activation: Hidden activation.
     output_activation: Final activation; `sigmoid` keeps weights in (0, 1).
     name: Keras name.
     dtype: Keras dtype policy (e.g. "float64" in exactness tests).
+    **kwargs: Other `keras.Model` arguments (`trainable`).
   """
 
   def __init__(self,
@@ -39,8 +48,9 @@ class WeightNet(keras.Model):
                activation: str = "relu",
                output_activation: str = "sigmoid",
                name: str = "weight_net",
-               dtype=None):
-    super().__init__(name=name, dtype=dtype)
+               dtype=None,
+               **kwargs):
+    super().__init__(name=name, dtype=dtype, **kwargs)
     if not hidden_units or any(int(u) < 1 for u in hidden_units):
       raise ValueError(
           f"WeightNet.hidden_units must be a non-empty list of positive "
@@ -66,13 +76,16 @@ class WeightNet(keras.Model):
         name="output", dtype=dtype)
     self.build((None, 1))
 
-  def build(self, input_shape):
-    shape = input_shape
-    for layer in self.hidden:
-      layer.build(shape)
+  def build(self, input_shape=(None, 1)):
+    # Idempotent: __init__ already built V, and Keras builds again when asked
+    # (`build_from_config` on load, a user's `build()`). Building a built
+    # Dense would make its variables a second time, which Keras refuses
+    # ("You cannot add new elements of state ... already built").
+    shape = tuple(input_shape)
+    for layer in self.hidden + [self.out]:
+      if not layer.built:
+        layer.build(shape)
       shape = (shape[0], layer.units)
-    self.out.build(shape)
-    self.built = True
 
   def call(self, losses, training=False):
     """Weights for losses.
@@ -90,10 +103,15 @@ class WeightNet(keras.Model):
     return self.out(x)
 
   def get_config(self):
-    return {"hidden_units": self.hidden_units, "activation": self.activation,
-            "output_activation": self.output_activation, "name": self.name}
+    # Keras' base config carries name, trainable and the dtype policy (a
+    # float64 V must not come back as float32).
+    return {**super().get_config(), "hidden_units": list(self.hidden_units),
+            "activation": self.activation,
+            "output_activation": self.output_activation}
 
 
 # Registered this way (not with @gin.configurable on the class) because Keras 3
-# inspects __init__'s argument list, which gin's in-place wrapper hides.
+# inspects __init__'s argument list, which gin's in-place wrapper hides. Gin's
+# wrapper makes instances of the class above, which Keras knows by the name
+# "mwn_tf>WeightNet".
 WeightNet = gin.external_configurable(WeightNet, module="mwn_tf")

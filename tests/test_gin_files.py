@@ -1,5 +1,5 @@
 """Every gin file parses, binds only existing parameters, and binds the
-paper's settings (REFERENCE.md) for the experiment its name says."""
+paper's settings (docs/REFERENCE.md) for the experiment its name says."""
 
 import glob
 import inspect

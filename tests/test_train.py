@@ -210,7 +210,7 @@ def test_default_model_dir():
 
 
 def test_paper_defaults():
-  """train_eval's own defaults are MW-Net.py's (REFERENCE.md)."""
+  """train_eval's own defaults are MW-Net.py's (docs/REFERENCE.md)."""
   import inspect  # pylint: disable=g-import-not-at-top
   defaults = {k: p.default for k, p in inspect.signature(
       train.train_eval.__wrapped__).parameters.items()}

@@ -8,7 +8,7 @@ See `registry.get`, `splits.DataSplits` and each loader's docstring.
 """
 
 from mwn_tf.data.registry import get, names, register
-from mwn_tf.data.splits import DataSplits
+from mwn_tf.data.splits import DataSplits, RawImages
 
 # Importing the loaders registers them.
 from mwn_tf.data import cifar  # pylint: disable=g-bad-import-order
@@ -16,5 +16,5 @@ from mwn_tf.data import clothing1m
 from mwn_tf.data import digits
 from mwn_tf.data import npz
 
-__all__ = ["DataSplits", "get", "names", "register", "cifar", "clothing1m",
-           "digits", "npz"]
+__all__ = ["DataSplits", "RawImages", "get", "names", "register", "cifar",
+           "clothing1m", "digits", "npz"]

@@ -96,6 +96,7 @@ def _cifar(name: str, num_classes: int, *, data_dir, num_meta, noise_type,
       noise_rate=noise_rate, imbalance_factor=imbalance_factor, seed=seed,
       augment=augment, train_fn=preprocessing.cifar_train,
       eval_fn=preprocessing.cifar_eval, image_shape=(32, 32, 3),
+      preprocessing=preprocessing.CIFAR_EVAL,
       superclass=superclass,
       class_names=list(builder.info.features["label"].names),
       config={"data_dir": data_dir})

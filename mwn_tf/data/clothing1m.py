@@ -368,4 +368,8 @@ def clothing1m(data_dir: Optional[str] = None,
               "noise_rate": None if is_noisy else 0.0,
               "imbalance_factor": 1.0, "noise_rate_measured_on": measured_on,
               "image_size": image_size, "resize_size": resize_size},
-      class_names=list(CLASS_NAMES))
+      class_names=list(CLASS_NAMES),
+      raw_images=splits_lib.RawImages(
+          shape=(None, None, 3), dtype="uint8", encoded=True,
+          description=preprocessing.resnet_eval_description(image_size,
+                                                            resize_size)))

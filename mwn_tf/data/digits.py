@@ -19,9 +19,10 @@ from mwn_tf.data import registry
 _SPLIT_SEED = 0  # Fixed: the test split never depends on the experiment seed.
 
 
-def _as_float(image, seed=None):
+def _scale(image, seed=None):
+  """uint8 pixels 0-16 -> float32 pixel / 16 (exact: a power of two)."""
   del seed  # Digits get no augmentation.
-  return tf.cast(image, tf.float32)
+  return tf.cast(image, tf.float32) / 16.0
 
 
 @registry.register("digits")
@@ -44,7 +45,8 @@ def digits(num_meta: int = 100, noise_type: str = "none",
   corruption.validate(noise_type, noise_rate, imbalance_factor,
                       dataset="digits")
   bunch = sk_datasets.load_digits()
-  images = (bunch.images.astype(np.float32) / 16.0)[..., None]
+  # Raw pixels, as a deployed model would receive them; eval_fn scales.
+  images = bunch.images.astype(np.uint8)[..., None]
   labels = bunch.target.astype(np.int64)
   train_pos, test_pos = model_selection.train_test_split(
       np.arange(labels.shape[0]), test_size=test_size, stratify=labels,
@@ -55,7 +57,8 @@ def digits(num_meta: int = 100, noise_type: str = "none",
       test_images=images[test_pos], test_labels=labels[test_pos],
       num_classes=10, num_meta=num_meta, noise_type=noise_type,
       noise_rate=noise_rate, imbalance_factor=imbalance_factor, seed=seed,
-      augment=False, train_fn=_as_float, eval_fn=_as_float,
-      image_shape=(8, 8, 1), train_source_index=train_pos,
+      augment=False, train_fn=_scale, eval_fn=_scale,
+      image_shape=(8, 8, 1), preprocessing=(
+          "uint8 pixels 0-16 (scikit-learn's load_digits) -> pixel / 16"), train_source_index=train_pos,
       test_source_index=test_pos, class_names=[str(d) for d in range(10)],
       config={"test_size": int(test_size)})

@@ -15,6 +15,7 @@ def from_arrays(name: str, *, train_images: np.ndarray,
                 noise_type: str, noise_rate: float, imbalance_factor: float,
                 seed: int, augment: bool, train_fn: Callable,
                 eval_fn: Callable, image_shape: Sequence[int],
+                preprocessing: str,
                 train_source_index: Optional[np.ndarray] = None,
                 test_source_index: Optional[np.ndarray] = None,
                 superclass: Optional[np.ndarray] = None,
@@ -35,6 +36,8 @@ def from_arrays(name: str, *, train_images: np.ndarray,
     train_fn: (image, [2] seed) -> float32 image.
     eval_fn: image -> float32 image.
     image_shape: (H, W, C) after preprocessing.
+    preprocessing: what `eval_fn` does to a raw image (as `train_images`
+      holds it), in words; exports record it.
     train_source_index: [n] the `index` reported for each training example
       (defaults to its position); lets a source map back to its own files.
     test_source_index: [m] likewise for the test split.
@@ -83,7 +86,11 @@ def from_arrays(name: str, *, train_images: np.ndarray,
       expected_noise_rate=prep.expected_noise_rate,
       class_counts=np.bincount(prep.train_clean, minlength=num_classes),
       meta_class_counts=np.bincount(prep.meta_labels, minlength=num_classes),
-      config=config, class_names=class_names, arrays=arrays)
+      config=config, class_names=class_names, arrays=arrays,
+      raw_images=splits_lib.RawImages(
+          shape=tuple(int(d) for d in train_images.shape[1:]),
+          dtype=np.dtype(train_images.dtype).name, encoded=False,
+          description=preprocessing))
   logging.info("Dataset %s: %s", name, data.summary(include_matrix=False))
   return data
 

@@ -59,6 +59,10 @@ def _read(path: str) -> dict:
   return arrays
 
 
+def _rounded(values):
+  return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
 @registry.register("npz")
 def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
         noise_type: str = "none", noise_rate: float = 0.0,
@@ -123,6 +127,10 @@ def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
       noise_rate=noise_rate, imbalance_factor=imbalance_factor, seed=seed,
       augment=augment, train_fn=train_fn, eval_fn=eval_fn,
       image_shape=x_train.shape[1:], superclass=superclass,
+      preprocessing=(f"pixel / {scale:g}, then per channel (x - mean) / std "
+                     f"with mean {_rounded(mean)} and std {_rounded(std)} "
+                     f"(x_train's)" if standardize else
+                     f"pixel / {scale:g}"),
       class_names=class_names,
       config={"path": os.fspath(path), "standardize": bool(standardize),
               "mean": list(mean), "std": list(std)})

@@ -11,6 +11,10 @@ CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# `cifar_eval` in words, for exports.
+CIFAR_EVAL = ("uint8 RGB pixels -> pixel / 255, then per channel (x - mean) / "
+              "std with mean (125.3, 123.0, 113.9) / 255 and std "
+              "(63.0, 62.1, 66.7) / 255")
 
 
 def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
@@ -102,17 +106,36 @@ def resnet_train(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int = 224,
   return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def resnet_eval(image_bytes: tf.Tensor, image_size: int = 224,
+def resnet_eval(image: tf.Tensor, image_size: int = 224,
                 resize_size: int = 256) -> tf.Tensor:
   """Resize shorter side to `resize_size`, centre crop, ImageNet mean/std.
+
+  Args:
+    image: scalar string (a JPEG, as training reads it) or its decoded
+      uint8 pixels [h, w, 3] (what an export's raw-image signature gets).
+    image_size: crop size.
+    resize_size: shorter side after resizing.
 
   Returns:
     float32 [image_size, image_size, 3].
   """
-  image = resize_shorter_side(decode_jpeg(image_bytes), resize_size)
+  if image.dtype == tf.string:
+    image = decode_jpeg(image)
+  else:  # As decode_jpeg scales its pixels, bit for bit.
+    image = tf.image.convert_image_dtype(image, tf.float32)
+  image = resize_shorter_side(image, resize_size)
   hw = tf.shape(image)[:2]
   top = (hw[0] - image_size) // 2
   left = (hw[1] - image_size) // 2
   image = image[top:top + image_size, left:left + image_size, :]
   image = tf.ensure_shape(image, [image_size, image_size, 3])
   return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def resnet_eval_description(image_size: int = 224,
+                            resize_size: int = 256) -> str:
+  """`resnet_eval` in words, for exports."""
+  return (f"JPEG (or uint8 RGB pixels) -> pixel / 255, shorter side resized "
+          f"to {resize_size} (bilinear, antialiased), centre "
+          f"{image_size}x{image_size} crop, then per channel (x - mean) / std "
+          f"with ImageNet mean {IMAGENET_MEAN} and std {IMAGENET_STD}")

@@ -142,6 +142,24 @@ def _float_or_none(x) -> Optional[float]:
   return None if x is None else float(x)
 
 
+@dataclasses.dataclass(frozen=True)
+class RawImages:
+  """The images a deployed classifier receives: what `eval_fn` takes.
+
+  Attributes:
+    shape: (H, W, C) of one raw image; H and W are None when sizes vary.
+    dtype: numpy dtype name of the raw pixels ("uint8"; an npz of floats
+      keeps "float32").
+    encoded: the sources hold encoded files (JPEG); `eval_fn` then takes the
+      encoded bytes (scalar string) or the decoded uint8 pixels [h, w, C].
+    description: what `eval_fn` does, in words (written into exports).
+  """
+  shape: tuple
+  dtype: str
+  encoded: bool
+  description: str
+
+
 @dataclasses.dataclass
 class DataSplits:
   """Train, meta and test splits of one experiment plus their statistics.
@@ -153,6 +171,8 @@ class DataSplits:
     train_source, meta_source, test_source: `ArraySource` or `TfdsSource`.
     train_fn: (raw image, [2] int64 seed) -> float32 [H, W, C], augmentation.
     eval_fn: raw image -> float32 [H, W, C], no augmentation.
+    raw_images: what `eval_fn` takes (`RawImages`), for exports that accept
+      raw images; None if not described.
     augment: apply `train_fn` on train and meta (else `eval_fn`).
     seed: experiment seed (labels, meta set, long tail, shuffles).
     transition_matrix: [K, K] requested corruption, or None.
@@ -187,6 +207,7 @@ class DataSplits:
   class_names: Optional[list] = None
   arrays: Optional[dict] = None
   noise_rate_measured_on: Optional[int] = None
+  raw_images: Optional[RawImages] = None
 
   @property
   def num_train(self) -> int:
