@@ -54,6 +54,11 @@ import keras
 import tensorflow as tf
 
 from mwn_tf import fast_step
+from mwn_tf.replicas import cross_replica_sum
+from mwn_tf.replicas import global_results
+from mwn_tf.replicas import num_replicas
+from mwn_tf.replicas import replica_local
+from mwn_tf.replicas import replica_mean
 from mwn_tf.strategy import synchronize_batchnorm
 from mwn_tf.weight_net import WeightNet
 
@@ -74,29 +79,6 @@ def per_sample_loss(labels, logits):
   """
   return keras.ops.sparse_categorical_crossentropy(
       labels, logits, from_logits=True)
-
-
-def cross_replica_sum(x):
-  """Sums `x` (a tensor or a list of them) over replicas.
-
-  Differentiable (the gradient of an all-sum is an all-sum), so it may sit
-  inside a tape; the identity on one replica and in cross-replica context.
-  """
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return x
-  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
-
-
-def replica_local(x):
-  """The identity: a sum that stays on this replica (see `virtual_step`)."""
-  return x
-
-
-def num_replicas():
-  """Replicas in sync in the current context (1 outside any strategy)."""
-  ctx = tf.distribute.get_replica_context()
-  return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
 def loss_coefficients(weights, mode, total=cross_replica_sum):
@@ -538,7 +520,7 @@ class MetaWeightModel(keras.Model):
     # Their aggregation is NONE, so in a replica context each replica writes
     # its own copy: write the same replica mean everywhere.
     for variable, value in zip(self.classifier.non_trainable_variables,
-                               _replica_mean(new_state)):
+                               replica_mean(new_state)):
       variable.assign(value)
 
   @staticmethod
@@ -577,7 +559,7 @@ class MetaWeightModel(keras.Model):
     m["weighted_loss"].update_state(
         cross_replica_sum(tf.reduce_sum(coeffs * losses)))
     m["accuracy"].update_state(y, logits)
-    return _global_results(self.metrics)
+    return global_results(self.metrics)
 
   @staticmethod
   def _sum(reg):
@@ -590,7 +572,7 @@ class MetaWeightModel(keras.Model):
     m = self._train_metrics
     m["loss"].update_state(per_sample_loss(y, logits))
     m["accuracy"].update_state(y, logits)
-    return _global_results([m["loss"], m["accuracy"]])
+    return global_results([m["loss"], m["accuracy"]])
 
   # --------------------------------------------------------------------------
   def _read_pair(self, data):
@@ -640,45 +622,6 @@ class MetaWeightModel(keras.Model):
       with tf.control_dependencies(checks):
         y = tf.identity(y)
     return y
-
-
-def _global_results(metrics):
-  """{name: result} of `metrics` over ALL replicas, for a step's logs.
-
-  In a replica context `metric.result()` sees only this replica's share, and
-  Keras reduces the per-replica logs by a plain mean (first replica on TPU):
-  not the global value when replicas hold different counts (`weight_clean`).
-  One all-reduce of the metrics' few scalars makes every replica report the
-  global result, so any of those reductions is exact.
-  """
-  # tf.identity: a read of an on-read variable carries no device, which
-  # MultiWorkerMirroredStrategy's all-reduce needs.
-  local = [[tf.identity(v.value) for v in m.variables]
-           for m in metrics]
-  total = cross_replica_sum(local)
-  logs = {m.name: m.stateless_result(v) for m, v in zip(metrics, total)}
-  strategy = tf.distribute.get_strategy()
-  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
-      strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
-    # Keras 3 reduces logs across workers with strategy.reduce(MEAN, v,
-    # axis=0), which fails on scalars (tensorflow/tensorflow#72388); it
-    # reduces [1]-vectors to the scalars wanted.
-    logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
-  return logs
-
-
-def _replica_mean(state):
-  """Floating tensors averaged over replicas; others (e.g. RNG seeds, which
-  every replica advances identically) unchanged."""
-  n = num_replicas()
-  floats = [i for i, s in enumerate(state) if s.dtype.is_floating]
-  if n == 1 or not floats:
-    return state
-  summed = cross_replica_sum([state[i] for i in floats])
-  state = list(state)
-  for i, total in zip(floats, summed):
-    state[i] = total / n
-  return state
 
 
 # Registered this way (not with @gin.configurable on the class) because Keras 3
