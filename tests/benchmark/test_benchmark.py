@@ -1,6 +1,9 @@
 """Issue 6: the benchmark harness (`mwn_tf.benchmark`) runs and reports every
 column; timings are never asserted."""
 
+import json
+import os
+
 import pytest
 
 from mwn_tf.benchmark import convs
@@ -93,3 +96,23 @@ def test_parse_mode():
     modes.parse_mode("exact+fast")
   with pytest.raises(ValueError, match="no MW-Net options"):
     modes.parse_mode("plain+interval2")
+
+
+@pytest.mark.slow
+def test_accuracy_task_runs_the_runner_and_reads_its_results(tmp_path,
+                                                             monkeypatch):
+  from mwn_tf.benchmark import accuracy  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  monkeypatch.chdir(repo)
+  results = accuracy.quickstart_accuracy(
+      ["plain", "last1"], [0], gin_file="gin/smoke.gin",
+      work_dir=str(tmp_path), log=None)
+  assert [r.mode for r in results] == ["plain", "last1"]
+  for r in results:
+    assert len(r.accuracies) == 1 and 0 <= r.accuracies[0] <= 100
+    assert r.seconds[0] > 0 and r.sd == 0.0
+  saved = json.load(open(tmp_path / "last1_seed0" / "results.json"))
+  assert 100 * saved["final_epoch_test_accuracy"] == results[1].accuracies[0]
+  table = accuracy.accuracy_markdown(results, command="python -m mwn_tf.bench")
+  assert "`MetaWeightModel.virtual_layers = 1`" in table
