@@ -31,10 +31,11 @@ def _collect(ds):
 
 
 def test_registry_names_and_unknown():
-  assert {"digits", "cifar10", "cifar100", "clothing1m", "npz"} <= set(
-      mwn_tf.data.names())
+  assert {"digits", "cifar10", "cifar100", "cifar10_n", "cifar100_n",
+          "clothing1m", "folder", "npz"} <= set(mwn_tf.data.names())
   with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'; known "
-                     r"datasets: cifar10, cifar100, clothing1m, digits, npz"):
+                     r"datasets: cifar10, cifar100, cifar100_n, cifar10_n, "
+                     r"clothing1m, digits, folder, npz"):
     mwn_tf.data.get("mnist")
 
 

@@ -3,11 +3,12 @@
 Each leaf file in gin/ is run by `mwn_tf.main.main` with parsed flags (the
 code path of `python -m mwn_tf.main`), shrunk by gin bindings to a few steps
 and a small model of the same family, on data that needs no network: CIFAR
-files under `tfds.testing.mock_data`, Clothing1M on a small release of real
-JPEG photos in the official layout (tests/real_jpeg_release.py), the digits
-files as they are. Every run must exit 0 and leave results.json, TensorBoard
-images and histograms, two loadable SavedModels, and an analysis made by
-`python -m mwn_tf.analyze`'s own `run`.
+files under `tfds.testing.mock_data` (CIFAR-N with tests/cifar_n_fake.py),
+Clothing1M on a small release of real JPEG photos in the official layout
+(tests/real_jpeg_release.py), folder_example.gin on folders of real photos
+(tests/photo_folders.py), the digits files as they are. Every run must exit
+0 and leave results.json, TensorBoard images and histograms, two loadable
+SavedModels, and an analysis made by `python -m mwn_tf.analyze`'s own `run`.
 
 A gin file that is neither run here nor included by a file that is fails
 `test_every_gin_file_is_run_end_to_end`: add its plan to `PLANS`.
@@ -27,6 +28,8 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from mwn_tf import analyze
 from mwn_tf import main
+import cifar_n_fake
+import photo_folders
 import real_jpeg_release
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,12 +79,25 @@ def _digits(name):
   return "none", FEW_STEPS
 
 
+def _cifar_n(name):
+  # cifar_n_fake's mock: 2000 train images, enough for the default meta set.
+  dataset = "cifar100_n" if name.startswith("cifar100n") else "cifar10_n"
+  return f"cifar_n:{dataset}", FEW_STEPS + SMALL_RESNET32
+
+
+def _folder(name):
+  del name
+  return "folder", FEW_STEPS + ("folder.image_size = 32",)
+
+
 # (pattern, plan): the first pattern that matches a file name decides.
 PLANS = (
     (r"cifar(10|100)_(uniform|flip|longtail)_\d+\.gin", _cifar),
     (r"data_reference\.gin", _cifar),
     (r"clothing1m\.gin", _clothing1m),
     (r"(quickstart|smoke)\.gin", _digits),
+    (r"cifar10{1,2}n_\w+\.gin", _cifar_n),
+    (r"folder_example\.gin", _folder),
 )
 
 
@@ -167,7 +183,18 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
              f"'{clothing1m_release / 'manual'}'",
              f"--gin_param=clothing1m.data_dir = "
              f"'{clothing1m_release / 'tfds'}'"]
-  if data.startswith("mock"):
+  if data == "folder":
+    folders = photo_folders.write(tmp_path / "photos")
+    argv += [f"--gin_param=folder.{k} = '{v}'" for k, v in folders.items()]
+  if data.startswith("cifar_n"):
+    dataset = data.split(":")[1]
+    manual = cifar_n_fake.write_manual_files(tmp_path / "manual")
+    argv += [f"--gin_param={dataset}.manual_dir = '{manual}'",
+             f"--gin_param={dataset}.data_dir = '{tmp_path / 'tfds'}'"]
+    fake = cifar_n_fake.fake_cifar_n(100 if dataset == "cifar100_n" else 10)
+    with tfds.testing.mock_data(as_dataset_fn=fake):
+      status = _call_main(argv)
+  elif data.startswith("mock"):
     with tfds.testing.mock_data(num_examples=int(data.split(":")[1])):
       status = _call_main(argv)
   else:

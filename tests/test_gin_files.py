@@ -149,4 +149,5 @@ def test_experiment_files_hold_only_differences(name):
                            "cifar10.noise_rate", "cifar10.imbalance_factor",
                            "cifar10.num_meta", "cifar100.noise_type",
                            "cifar100.noise_rate", "cifar100.imbalance_factor",
-                           "cifar100.num_meta"}
+                           "cifar100.num_meta", "cifar10_n.label_set",
+                           "cifar100_n.label_set"}

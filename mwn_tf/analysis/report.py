@@ -145,7 +145,9 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
   results = sources.read_json(files.results)
   nominal = sources.find_key(results, "noise_rate")
   truth = samples.truth()
-  realised = None if truth is None else float(truth[1][truth[0]].mean())
+  # None too when no sample has a clean label (an own image folder).
+  realised = (None if truth is None or not truth[0].any()
+              else float(truth[1][truth[0]].mean()))
   if nominal is not None and realised is not None and abs(
       float(nominal) - realised) < 1e-9:
     nominal = None  # Same as the realised rate: nothing new to report.

@@ -12,9 +12,11 @@ from mwn_tf.data.splits import DataSplits, RawImages
 
 # Importing the loaders registers them.
 from mwn_tf.data import cifar  # pylint: disable=g-bad-import-order
+from mwn_tf.data import cifar_n
 from mwn_tf.data import clothing1m
 from mwn_tf.data import digits
+from mwn_tf.data import folder
 from mwn_tf.data import npz
 
 __all__ = ["DataSplits", "RawImages", "get", "names", "register", "cifar",
-           "clothing1m", "digits", "npz"]
+           "cifar_n", "clothing1m", "digits", "folder", "npz"]

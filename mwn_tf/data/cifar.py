@@ -18,9 +18,14 @@ from mwn_tf.data import preprocessing
 from mwn_tf.data import registry
 
 
-def prepare_builder(name: str, data_dir: Optional[str],
-                    download: bool) -> tfds.core.DatasetBuilder:
+def prepare_builder(
+    name: str, data_dir: Optional[str], download: bool,
+    download_config: Optional[tfds.download.DownloadConfig] = None
+) -> tfds.core.DatasetBuilder:
   """A prepared TFDS builder, or one clear error saying how to get the data.
+
+  `download_config` is passed to `download_and_prepare` (e.g. the manual
+  folder of CIFAR-10N / CIFAR-100N).
 
   Raises:
     FileNotFoundError: the data is not under `data_dir` and could not be
@@ -38,7 +43,7 @@ def prepare_builder(name: str, data_dir: Optional[str],
                               f"download=False. {offline_fix}")
     return builder
   try:
-    builder.download_and_prepare()
+    builder.download_and_prepare(download_config=download_config)
   except ImportError as e:
     # tensorflow-datasets 4.9.10 imports importlib_resources to build any
     # packaged dataset but declares it only for Python < 3.9.

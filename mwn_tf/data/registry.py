@@ -37,7 +37,7 @@ def get(name: str, **kwargs):
 
   Args:
     name: a registered dataset (see `names()`): digits, cifar10, cifar100,
-      clothing1m, npz.
+      cifar10_n, cifar100_n, clothing1m, folder, npz.
     **kwargs: loader settings; they override gin bindings of the loader
       (e.g. `get("cifar10", noise_type="uniform", noise_rate=0.4)`).
 
