@@ -12,36 +12,21 @@ Two tables come out:
   2. Every run on its own line, with its folder, steps and state.
 
 For runs in a bucket, copy them first (`gcloud storage rsync -r gs://... dir`).
-Only the standard library is used, so it runs anywhere.
+Run folders are found and read through `mwn_tf.runner.run_dir`, the one place
+that knows what a run writes.
 """
 
 import argparse
-import json
 import math
 import os
 import sys
 from typing import Optional
 
+# Run as a script, so put the repository (not launch/) on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-def find_results(roots):
-  """(run name, path) of every results.json under `roots`, sorted.
-
-  The run name is the run folder relative to its root (the root's own name
-  when the root is the run folder or the file itself).
-  """
-  found = []
-  for root in roots:
-    if os.path.isfile(root):
-      found.append((os.path.basename(os.path.dirname(os.path.abspath(root))),
-                    root))
-      continue
-    for dirpath, _, filenames in os.walk(root):
-      if "results.json" in filenames:
-        name = os.path.relpath(dirpath, root)
-        if name == ".":
-          name = os.path.basename(os.path.abspath(root))
-        found.append((name, os.path.join(dirpath, "results.json")))
-  return sorted(found)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from mwn_tf.runner import run_dir  # noqa: E402
 
 
 def describe(result: dict) -> dict:
@@ -141,10 +126,9 @@ def runs_table(rows) -> str:
 def collect(roots, metric: str = "both") -> str:
   """The markdown text for all results.json under `roots`."""
   rows, problems = [], []
-  for name, path in find_results(roots):
+  for name, path in run_dir.find_results(roots):
     try:
-      with open(path) as f:
-        row = describe(json.load(f))
+      row = describe(run_dir.read_results(path))
     except (OSError, ValueError, TypeError, AttributeError) as e:
       problems.append(f"- {path}: unreadable ({e})")
       continue

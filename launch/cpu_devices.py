@@ -5,7 +5,7 @@ A dry run of the multi-device path on a machine without GPUs:
     python launch/cpu_devices.py 2 --gin_file=gin/smoke.gin --strategy=mirrored
 
 MirroredStrategy then mirrors the model on 2 CPU "devices" (see
-`mwn_tf.strategy.get_strategy`), so the cross-replica code runs for real;
+`mwn_tf.runner.strategy.get_strategy`), so the cross-replica code runs for real;
 it is no faster than one device. The split must happen before TensorFlow
 initialises its devices, hence this wrapper instead of a flag.
 """

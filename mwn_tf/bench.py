@@ -65,7 +65,7 @@ def main(argv):
   if f.task == "accuracy" and not f["model"].present:
     f.model = "mlp"
   if f.task == "speed":
-    from mwn_tf.strategy import get_strategy  # pylint: disable=g-import-not-at-top
+    from mwn_tf.runner.strategy import get_strategy  # pylint: disable=g-import-not-at-top
     from mwn_tf.benchmark import step_time  # pylint: disable=g-import-not-at-top
     shape = tuple(int(s) for s in f.input_shape.split(","))
     results = step_time.run(f.modes, model=f.model, batch_size=f.batch_size,

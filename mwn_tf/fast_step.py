@@ -23,6 +23,8 @@ from typing import List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from mwn_tf.models import batch_norm
+
 
 def virtual_variable_indices(classifier: keras.Model,
                              virtual_layers: Optional[int]) -> List[int]:
@@ -58,7 +60,7 @@ def virtual_variable_indices(classifier: keras.Model,
 def computes_in_float16(model: keras.Model) -> bool:
   """Whether any layer of `model` computes in float16 (mixed_float16)."""
   return any(layer.dtype_policy.compute_dtype == "float16"
-             for layer in model._flatten_layers(include_self=True))  # pylint: disable=protected-access
+             for layer in batch_norm.all_layers(model))
 
 
 def every(interval: int, step, fn) -> None:

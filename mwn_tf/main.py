@@ -5,12 +5,13 @@ r"""Entry point: trains and evaluates one gin-configured experiment.
         --gin_param="train_eval.method = 'baseline'" --model_dir=runs/c10_u40_erm
 
 Flags are infrastructure only; every scientific choice is a gin binding of
-`train_eval` (mwn_tf/train.py), whose defaults are the paper's. The default
+`train_eval` (mwn_tf/runner/train_eval.py), whose defaults are the paper's. The default
 --model_dir is runs/<gin file stems>[-<hash of the --gin_param list>], so
 rerunning the same command resumes the same run. Exit status: 0 done, 1
 training stopped on a NaN/Inf loss, 2 bad configuration or model_dir.
 """
 
+import functools
 import importlib.util  # noqa: F401  gin's file reader needs it imported.
 import os
 import sys
@@ -64,10 +65,16 @@ def _gin_error(source: str, e: Exception) -> str:
       lines)
 
 
+@functools.lru_cache(maxsize=None)
+def _search_the_repo() -> None:
+  """Once per process: relative --gin_file paths are also looked up from the
+  repository (gin keeps its search paths across `gin.clear_config`)."""
+  gin.add_config_file_search_path(_REPO)
+
+
 def parse_gin(gin_files, gin_params) -> None:
   """Parses files then bindings; any problem exits 2 naming its source."""
-  if _REPO not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
-    gin.add_config_file_search_path(_REPO)
+  _search_the_repo()
   for path in gin_files:
     try:
       gin.parse_config_file(path, skip_unknown=False)
@@ -102,7 +109,9 @@ def main(argv):
           EXIT_CONFIG)
   # Imported here so that --help and flag errors stay fast.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mwn_tf import callbacks, strategy, train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from mwn_tf.runner import checkpointing, settings, strategy, train_eval
+  # pylint: enable=g-import-not-at-top
   tf.get_logger().setLevel("WARNING")  # TF's INFO lines drown the epoch log.
   if FLAGS.model_dir is not None and not FLAGS.model_dir.strip():
     # `--model_dir=$UNSET_VAR` must not silently resume the default run.
@@ -111,11 +120,11 @@ def main(argv):
   parse_gin(FLAGS.gin_file, FLAGS.gin_param)
   try:
     # Before model_dir is created: a bad setting leaves no folder behind.
-    train.check_settings(train.bound_settings())
-  except train.ConfigError as e:
+    settings.check_settings(train_eval.bound_settings())
+  except settings.ConfigError as e:
     _fail(_first_line(e), EXIT_CONFIG)
-  model_dir = FLAGS.model_dir or train.default_model_dir(FLAGS.gin_file,
-                                                         FLAGS.gin_param)
+  model_dir = FLAGS.model_dir or settings.default_model_dir(FLAGS.gin_file,
+                                                            FLAGS.gin_param)
   check_writable(model_dir)
   logging.info("model_dir: %s", model_dir)
   try:
@@ -123,10 +132,10 @@ def main(argv):
   except (ValueError, RuntimeError) as e:
     _fail(_first_line(e), EXIT_CONFIG)
   try:
-    results = train.train_eval(model_dir, dist)
-  except train.ConfigError as e:
+    results = train_eval.train_eval(model_dir, dist)
+  except settings.ConfigError as e:
     _fail(_first_line(e), EXIT_CONFIG)
-  except callbacks.NonFiniteError as e:
+  except checkpointing.NonFiniteError as e:
     _fail(f"training stopped: {_first_line(e)}", EXIT_NONFINITE)
   print(f"final-epoch test accuracy: {results['final_epoch_test_accuracy']:.4f}"
         f" (best {results['best_epoch_test_accuracy']:.4f} at epoch "

@@ -54,12 +54,12 @@ import keras
 import tensorflow as tf
 
 from mwn_tf import fast_step
+from mwn_tf.models.batch_norm import synchronize_batchnorm
 from mwn_tf.replicas import cross_replica_sum
 from mwn_tf.replicas import global_results
 from mwn_tf.replicas import num_replicas
 from mwn_tf.replicas import replica_local
 from mwn_tf.replicas import replica_mean
-from mwn_tf.strategy import synchronize_batchnorm
 from mwn_tf.weight_net import WeightNet
 
 METHODS = ("mwn", "baseline")
@@ -322,6 +322,21 @@ class MetaWeightModel(keras.Model):
         self.meta_optimizer = keras.optimizers.LossScaleOptimizer(
             self.meta_optimizer)
       self.meta_optimizer.build(self.weight_net.trainable_variables)
+
+  def checkpoint_items(self) -> dict:
+    """`tf.train.Checkpoint` items: `classifier`, `weight_net` (variable
+    lists: Keras 3 models are not tracked by attribute), `metrics` (every
+    train metric's variables, in a fixed order) and, once compiled,
+    `optimizer` and (MW-Net) `meta_optimizer`. Old runs use these keys."""
+    items = {"classifier": list(self.classifier.variables),
+             "weight_net": list(self.weight_net.variables),
+             "metrics": [v for m in self._train_metrics.values()
+                         for v in m.variables]}
+    if self.compiled:
+      items["optimizer"] = self.optimizer
+      if self.method == "mwn":
+        items["meta_optimizer"] = self.meta_optimizer
+    return items
 
   # Keras saving: `save("m.keras")` stores this config, the compile config
   # (both optimizers) and every variable; `load_model` rebuilds, compiles

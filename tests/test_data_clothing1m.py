@@ -75,7 +75,7 @@ def test_round_trip_train_labels(built):
   d, (keys, noisy, clean), _ = built
   assert (d.num_train, d.num_meta, d.num_test) == (28, 28, 14)
   assert d.num_classes == K and d.image_shape == (16, 16, 3)
-  got = _collect(d.train_eval(8))
+  got = _collect(d.train_for_eval(8))
   assert sorted(got["index"]) == list(range(28))
   for i, label, cl, noisy_flag in zip(got["index"], got["label"],
                                       got["clean_label"], got["is_noisy"]):

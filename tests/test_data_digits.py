@@ -106,7 +106,7 @@ def test_train_and_meta_contract(noisy):
 
 def test_labels_and_images_match_source(noisy):
   digits = sk_datasets.load_digits()
-  got = _collect(noisy.train_eval(256))
+  got = _collect(noisy.train_for_eval(256))
   train = noisy.arrays["train"]
   np.testing.assert_array_equal(got["index"], train["index"])
   assert np.all(np.diff(got["index"]) > 0)  # Source order, no shuffle.

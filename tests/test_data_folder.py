@@ -120,7 +120,7 @@ def test_contract(generated):
 def test_pixels_are_the_files_colours(generated, split):
   root, colours = generated
   d = _get(root)
-  got = _all(d.train_eval(7) if split == "train" else d.test(7))
+  got = _all(d.train_for_eval(7) if split == "train" else d.test(7))
   paths = d.arrays[split]["path"]
   position = {int(i): p for i, p in zip(d.arrays[split]["index"], paths)}
   assert len(got["index"]) == len(paths)
@@ -206,7 +206,7 @@ def _reflect_windows(source, pad):
 
 def test_augmentation_is_pad_crop_flip(real_jpegs):
   d = mwn_tf.data.get("folder", image_size=32, augment=True, **real_jpegs)
-  plain = _all(d.train_eval(50))
+  plain = _all(d.train_for_eval(50))
   by_index = dict(zip(plain["index"], plain["image"]))
   train, _ = next(iter(d.train_and_meta(8)))
   seen = set()

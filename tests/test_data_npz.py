@@ -75,7 +75,7 @@ def test_gray_images_get_a_channel_and_augment(tmp_path):
   batch, meta = next(iter(d.train_and_meta(32)))
   assert batch["image"].shape == (32, 12, 12, 1)
   assert meta["image"].shape == (32, 12, 12, 1)
-  plain = _collect(d.train_eval(600))
+  plain = _collect(d.train_for_eval(600))
   by_index = dict(zip(plain["index"], plain["image"]))
   same = [np.array_equal(img, by_index[i]) for img, i in
           zip(batch["image"].numpy(), batch["index"].numpy())]

@@ -9,14 +9,14 @@ import re
 import gin
 import pytest
 
-from mwn_tf import train  # noqa: F401  registers every configurable
+from mwn_tf.runner import train_eval as train_eval_lib  # registers every configurable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, "gin")
 GIN_FILES = sorted(os.path.basename(p)
                    for p in glob.glob(os.path.join(GIN_DIR, "*.gin")))
 DEFAULTS = {k: p.default for k, p in inspect.signature(
-    train.train_eval.__wrapped__).parameters.items()}
+    train_eval_lib.train_eval.__wrapped__).parameters.items()}
 
 EXPERIMENTS = (
     [f"{d}_uniform_{r}.gin" for d in ("cifar10", "cifar100")

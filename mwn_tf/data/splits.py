@@ -318,6 +318,17 @@ class DataSplits:
       tf.data.Dataset (or DistributedDataset) of (train, meta) batch dicts,
       each [global_batch_size / replicas, ...] per replica.
     """
+    return self._distribute(
+        self.train_and_meta_fn(global_batch_size, meta_batch_size), strategy)
+
+  def train_and_meta_fn(self, global_batch_size: int,
+                        meta_batch_size: Optional[int] = None):
+    """The input function of `train_and_meta`: `InputContext` (or None) ->
+    this input pipeline's `tf.data.Dataset` of (train, meta) batch dicts.
+
+    For callers that change the per-pipeline dataset before distributing it
+    (e.g. the runner skips the batches a resumed epoch already trained on).
+    """
     meta_batch_size = meta_batch_size or global_batch_size
     if self.steps_per_epoch(global_batch_size) < 1:
       raise ValueError(f"global_batch_size={global_batch_size} is larger than "
@@ -337,7 +348,7 @@ class DataSplits:
                         drop_remainder=True)
       return tf.data.Dataset.zip(train, meta).prefetch(_AUTOTUNE)
 
-    return self._distribute(dataset_fn, strategy)
+    return dataset_fn
 
   def _eval(self, source, global_batch_size, strategy, cache: bool):
     def dataset_fn(ctx=None):
@@ -355,7 +366,7 @@ class DataSplits:
     return self._eval(self.test_source, global_batch_size, strategy,
                       cache=self.test_source.in_memory)
 
-  def train_eval(self, global_batch_size: int,
+  def train_for_eval(self, global_batch_size: int,
                  strategy: Optional[tf.distribute.Strategy] = None):
     """Training split as trained on (observed labels) for per-sample
     analysis: no augmentation, no shuffle (ascending `index` for in-memory

@@ -193,3 +193,41 @@ class MetaBatchNormalization(keras.layers.BatchNormalization):
     self.moving_variance.assign(
         moving_variance * self.momentum + var * (1.0 - self.momentum))
     return ops.cast(y, self.compute_dtype)
+
+
+def all_layers(layer):
+  """Yields `layer` and every layer nested in it, each once.
+
+  Keras' public `Model.layers` lists one level; this follows it into nested
+  models (functional, Sequential or subclassed), depth first.
+  """
+  seen, stack = set(), [layer]
+  while stack:
+    current = stack.pop()
+    if id(current) in seen:
+      continue
+    seen.add(id(current))
+    yield current
+    stack.extend(reversed(getattr(current, "layers", None) or []))
+
+
+def synchronize_batchnorm(model) -> int:
+  """Switches every Keras BatchNormalization layer in `model` to synchronized.
+
+  A synchronized BN computes its training-mode batch statistics over the
+  GLOBAL batch (all replicas) with differentiable all-reduces, so N replicas
+  normalise exactly as one device on the global batch. Keras reads the flag at
+  call time, so this works on a built model, before the step is traced.
+
+  Args:
+    model: a Keras layer or model (nested models are searched too).
+
+  Returns:
+    How many layers were switched.
+  """
+  count = 0
+  for layer in all_layers(model):
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.synchronized = True
+      count += 1
+  return count

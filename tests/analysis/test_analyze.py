@@ -309,7 +309,7 @@ def exports(tmp_path_factory):
   """Tiny classifier + V: the runner's exports and plain Keras/tf.Module
   ones (logits out, V taking [b, 1])."""
   import keras  # pylint: disable=g-import-not-at-top
-  from mwn_tf import export as export_lib  # pylint: disable=g-import-not-at-top
+  from mwn_tf.runner import export as export_lib  # pylint: disable=g-import-not-at-top
   from mwn_tf.weight_net import WeightNet  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(0)
   # Keras' export lowers the absl logger to WARNING for the whole process;

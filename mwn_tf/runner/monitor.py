@@ -1,34 +1,29 @@
-"""Keras callbacks of the runner: NaN guard, checkpoints, TensorBoard figures.
+"""What a run shows while it trains: TensorBoard summaries, figures, history.
 
-`train.train_eval` runs one `fit()` call per epoch (each on that epoch's own
-deterministic data stream) with these callbacks, in this order:
-
-  NonFiniteGuard   stops at the first step whose loss is NaN/Inf, naming it.
-  TrainingMonitor  TensorBoard scalars (train/…, meta/…, test/…), the
-                   weighting-function curve, clean-vs-corrupted sample weight
-                   histograms and figures, weight variation curves, the
-                   operative gin config; keeps the per-epoch history.
-  Checkpointer     `tf.train.CheckpointManager` saves every N steps and at
-                   epoch ends, never with non-finite parameters.
-  StopAfterEpoch   ends the `fit()` call after its one epoch.
-
-Everything a resumed run needs beyond the model and optimizers (epochs done,
-history, wall time, a fingerprint of the data) lives in `RunState`, whose
-variables are saved in the same checkpoint, so the two can never disagree.
+`TrainingMonitor` (a Keras callback) writes the scalars, the paper's figures
+and the per-sample histograms, and appends each epoch's record to the
+`RunState` history; `SamplePass` is the per-sample loss -> weight pass it
+runs. The rest writes the run's TensorBoard header (hparams, data summary,
+operative config) and marks where a resumed session starts.
 """
 
 import json
 import math
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.summary.writer import event_file_writer
 
 from mwn_tf import plots
 from mwn_tf.meta_model import per_sample_loss
+from mwn_tf.runner.checkpointing import RunState
+
 
 # Log key of MetaWeightModel -> TensorBoard tag.
 SCALAR_TAGS = {
@@ -44,204 +39,10 @@ SCALAR_TAGS = {
 # Losses at which V's weight is also logged as a scalar, to follow the
 # curve's shape over training on one chart.
 CURVE_PROBES = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0)
-_GUARDED = ("loss", "weighted_loss", "meta_loss")
-
-
-class NonFiniteError(RuntimeError):
-  """A loss or a parameter became NaN/Inf; carries the global step."""
-
-  def __init__(self, message: str, step: int):
-    super().__init__(message)
-    self.step = step
-
-
-class RunState:
-  """Training position and history, saved in the checkpoint with the model.
-
-  Attributes (tf.Variables, host memory):
-    epochs_done: epochs whose evaluation and summaries are complete.
-    wall_time: seconds spent training, summed over resumed sessions.
-    history_json: JSON list with one record per completed epoch.
-    fingerprint: what the data looked like (`DataSplits.summary()`); a
-      resumed run must see the same.
-    config: `gin.config_str()` of the run that wrote the checkpoint.
-  """
-
-  def __init__(self):
-    # Host variables made outside any strategy scope: strings cannot live on
-    # accelerators, and none of these is touched by the train step.
-    with tf.device("/cpu:0"):
-      self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-      self.wall_time = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-      self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False)
-      self.fingerprint = tf.Variable("", dtype=tf.string, trainable=False)
-      self.config = tf.Variable("", dtype=tf.string, trainable=False)
-    self._session_start = time.time()
-    self._wall_at_start = 0.0
-
-  def checkpoint_items(self) -> dict:
-    return {"epochs_done": self.epochs_done, "wall_time": self.wall_time,
-            "history": self.history_json, "fingerprint": self.fingerprint,
-            "config": self.config}
-
-  @property
-  def history(self) -> list:
-    return json.loads(self.history_json.numpy().decode())
-
-  def append(self, record: dict) -> None:
-    history = self.history
-    history.append(record)
-    self.history_json.assign(json.dumps(history))
-    self.epochs_done.assign(int(record["epoch"]))
-
-  def start_session(self) -> None:
-    """Call after a restore: wall time keeps counting from the saved value."""
-    self._session_start = time.time()
-    self._wall_at_start = float(self.wall_time.numpy())
-
-  def elapsed(self) -> float:
-    return self._wall_at_start + time.time() - self._session_start
-
-  def mark_time(self) -> None:
-    self.wall_time.assign(self.elapsed())
-
-
-def all_finite(variables: Sequence[tf.Variable]) -> bool:
-  """True if no floating variable holds a NaN or an Inf."""
-  checks = [tf.reduce_all(tf.math.is_finite(v)) for v in variables
-            if tf.as_dtype(v.dtype).is_floating]
-  return bool(tf.reduce_all(tf.stack(checks))) if checks else True
 
 
 def _current_lr(optimizer) -> float:
   return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-# ----------------------------------------------------------------------------
-class NonFiniteGuard(keras.callbacks.Callback):
-  """Raises `NonFiniteError` at the first step whose loss is NaN or Inf.
-
-  The loss logs are running means over the epoch, so they turn non-finite
-  exactly at the first bad step. Placed before `Checkpointer`, so the bad
-  step is never checkpointed.
-
-  Args:
-    last_checkpoint: returns a description of the newest checkpoint, for the
-      error message.
-    steps_per_epoch: to name the batch within its epoch.
-  """
-
-  def __init__(self, last_checkpoint: Callable[[], str], steps_per_epoch: int):
-    super().__init__()
-    self._last_checkpoint = last_checkpoint
-    self._steps_per_epoch = int(steps_per_epoch)
-
-  def on_train_batch_end(self, batch, logs=None):
-    self._check(logs, "step")
-
-  def on_epoch_end(self, epoch, logs=None):
-    self._check({"test loss": (logs or {}).get("val_loss")}, "evaluation after")
-
-  def _check(self, logs, where):
-    for key, value in (logs or {}).items():
-      if key not in _GUARDED and key != "test loss":
-        continue
-      if value is None or math.isfinite(float(value)):
-        continue
-      step = int(self.model.optimizer.iterations.numpy())
-      epoch, batch = divmod(step - 1, self._steps_per_epoch)
-      raise NonFiniteError(
-          f"{key} became {float(value)} at {where} {step} (epoch {epoch + 1}, "
-          f"batch {batch + 1}/{self._steps_per_epoch}); stopped without "
-          f"saving. Last good checkpoint: "
-          f"{self._last_checkpoint()}. Lower the learning rate or check the "
-          f"data for NaN/Inf.", step)
-
-
-class StopAfterEpoch(keras.callbacks.Callback):
-  """Ends `fit()` after one epoch, so `fit(epochs=E, initial_epoch=e)` shows
-  "Epoch e+1/E" in the progress bar yet trains only epoch e."""
-
-  def on_epoch_end(self, epoch, logs=None):
-    self.model.stop_training = True
-
-
-# ----------------------------------------------------------------------------
-class Checkpointer(keras.callbacks.Callback):
-  """Saves a `tf.train.CheckpointManager` every N steps and at epoch ends.
-
-  Step checkpoints skip an epoch's last batch: its epoch-end checkpoint
-  follows right after the evaluation, and one saved before it would resume
-  into a finished epoch with no test accuracy recorded. Before every save all
-  parameters are checked; non-finite ones raise `NonFiniteError` and the
-  previous checkpoint stays the newest.
-
-  Args:
-    manager: the run's `tf.train.CheckpointManager` (files named by step).
-    variables: parameters to check before saving.
-    state: the run's `RunState` (its wall time is refreshed before saving).
-    every_n_steps: step checkpoint interval; 0 or None: epoch ends only.
-    metric_variables: the model's metric variables, and
-    restored_metric_values: their values in the checkpoint a mid-epoch run
-      resumed from; put back after `fit()` resets the metrics at the start of
-      that epoch, so the epoch's running means continue unchanged.
-  """
-
-  def __init__(self, manager: tf.train.CheckpointManager,
-               variables: Sequence[tf.Variable], state: RunState,
-               every_n_steps: Optional[int],
-               metric_variables: Sequence = (),
-               restored_metric_values: Optional[list] = None):
-    super().__init__()
-    self.manager = manager
-    self._variables = list(variables)
-    self._state = state
-    self._every = int(every_n_steps or 0)
-    self._metric_variables = list(metric_variables)
-    self._pending_metrics = restored_metric_values
-    self._last_saved = None
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self._pending_metrics is not None:
-      for variable, value in zip(self._metric_variables,
-                                 self._pending_metrics):
-        variable.assign(value)
-      self._pending_metrics = None
-
-  def on_train_begin(self, logs=None):
-    if self._last_saved is None and self._every:
-      start = int(self.model.optimizer.iterations.numpy())
-      self._last_saved = start - start % self._every
-
-  def on_train_batch_end(self, batch, logs=None):
-    if not self._every:
-      return
-    step = int(self.model.optimizer.iterations.numpy())
-    last_of_epoch = batch + 1 >= (self.params.get("steps") or math.inf)
-    if step - self._last_saved >= self._every and not last_of_epoch:
-      self.save(step)
-
-  def on_epoch_end(self, epoch, logs=None):
-    self.save(int(self.model.optimizer.iterations.numpy()))
-
-  def save(self, step: int) -> str:
-    if not all_finite(self._variables):
-      raise NonFiniteError(
-          f"parameters became NaN/Inf by step {step}; not checkpointing. Last "
-          f"good checkpoint: {describe_checkpoint(self.manager)}. Lower the "
-          f"learning rate or check the data for NaN/Inf.", step)
-    self._state.mark_time()
-    path = self.manager.save(checkpoint_number=step)
-    self._last_saved = step
-    logging.info("Saved checkpoint %s", path)
-    return path
-
-
-def describe_checkpoint(manager: tf.train.CheckpointManager) -> str:
-  latest = manager.latest_checkpoint
-  if not latest:
-    return "none (nothing was saved yet)"
-  return f"{latest} (step {latest.rsplit('-', 1)[-1]})"
 
 
 # ----------------------------------------------------------------------------
@@ -316,7 +117,8 @@ class TrainingMonitor(keras.callbacks.Callback):
   Args:
     writer: the run's summary writer.
     state: the run's `RunState` (history is appended here).
-    sample_pass: a `SamplePass`; `train_eval_data()` gives its dataset.
+    sample_pass: a `SamplePass`; `sample_data()` gives its dataset (the
+      training split in order, `DataSplits.train_for_eval`).
     total_epochs: number of epochs of the run.
     summary_every_n_steps: step scalar interval (0: epoch ends only).
     sample_every_n_epochs: sample pass interval (0: last epoch only).
@@ -326,7 +128,7 @@ class TrainingMonitor(keras.callbacks.Callback):
   """
 
   def __init__(self, *, writer, state: RunState, sample_pass: SamplePass,
-               train_eval_data: Callable, total_epochs: int,
+               sample_data: Callable, total_epochs: int,
                summary_every_n_steps: int, sample_every_n_epochs: int,
                curve_max_loss: float,
                write_operative_config: Callable[[], None],
@@ -335,7 +137,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     self._writer = writer
     self._state = state
     self._sample_pass = sample_pass
-    self._train_eval_data = train_eval_data
+    self._sample_data = sample_data
     self._total_epochs = int(total_epochs)
     self._every = int(summary_every_n_steps or 0)
     self._sample_every = int(sample_every_n_epochs or 0)
@@ -430,7 +232,7 @@ class TrainingMonitor(keras.callbacks.Callback):
       self._on_epoch_recorded()
 
   def _sample_summaries(self, epoch, step) -> dict:
-    arrays = self._sample_pass(self._train_eval_data())
+    arrays = self._sample_pass(self._sample_data())
     self.last_samples = (epoch + 1, arrays)
     noisy = arrays["is_noisy"].astype(bool)
     for values, name in ((arrays["weight"], "sample_weight"),
@@ -487,3 +289,65 @@ def _clean_json(obj):
   if isinstance(obj, (float, np.floating)):
     return _nan_to_none(float(obj))
   return obj
+
+
+def mark_session_start(logdir: str, step: int) -> None:
+  """Writes a TensorBoard SessionLog.START event at `step`.
+
+  TensorBoard treats every START after a run's first as a restart and drops
+  the events of earlier sessions with step >= `step`: what a killed session
+  logged after its last checkpoint (and this session will log again) never
+  shows twice. tf.summary cannot write SessionLog events, so this uses
+  tensorboard's own event writer, in its own file, named (by its timestamp)
+  before this session's tf.summary file.
+  """
+  writer = event_file_writer.EventFileWriter(logdir,
+                                             filename_suffix=".session")
+  writer.add_event(event_pb2.Event(
+      wall_time=time.time(), step=int(step),
+      session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+  writer.close()
+  # Event files are read in name order and names start with the second.
+  time.sleep(1.01 - time.time() % 1.0)
+
+
+def operative_config_summary(writer, text: str, step: int) -> None:
+  """The operative gin config as TensorBoard text (`config/operative_gin`)."""
+  with writer.as_default():
+    indented = "\n".join("    " + line for line in text.splitlines())
+    tf.summary.text("config/operative_gin", indented, step=step)
+
+
+def hparams(settings: dict, data_summary: dict, total_steps: int) -> dict:
+  """The TensorBoard hparams of a run (also results.json's `hparams`)."""
+  get = settings.get
+  out = {
+      "method": get("method"), "dataset": get("dataset"),
+      "model": get("model"), "seed": int(get("seed")),
+      "noise_type": str(data_summary.get("noise_type", "none")),
+      # None for real noise of unknown rate (Clothing1M): left out below, as
+      # HParams values must be numbers, strings or booleans.
+      "noise_rate": data_summary.get("noise_rate", 0.0),
+      "imbalance_factor": float(data_summary.get("imbalance_factor", 1.0)),
+      "normalize_weights": get("normalize_weights"),
+      "batch_size": int(get("batch_size")),
+      "learning_rate": float(get("learning_rate")),
+      "meta_optimizer": get("meta_optimizer"),
+      "meta_learning_rate": float(get("meta_learning_rate")),
+      "weight_net_hidden_units": ",".join(
+          map(str, get("weight_net_hidden_units"))),
+      "total_steps": int(total_steps)}
+  return {k: v for k, v in out.items() if v is not None}
+
+
+def write_run_header(writer, run_hparams: dict, data_summary: dict,
+                     trial_id: str) -> None:
+  """hparams and the data summary, once per run."""
+  with writer.as_default():
+    hparams_api.hparams_config(
+        hparams=[hparams_api.HParam(k) for k in run_hparams],
+        metrics=[hparams_api.Metric("test/accuracy"),
+                 hparams_api.Metric("test/best_accuracy")])
+    hparams_api.hparams(run_hparams, trial_id=trial_id)
+    tf.summary.text("config/dataset", "```\n" + json.dumps(
+        data_summary, indent=1) + "\n```", step=0)

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO as ROOT
+
 LAUNCH = os.path.join(ROOT, "launch")
 sys.path.insert(0, LAUNCH)
 import collect_results  # noqa: E402  pylint: disable=g-import-not-at-top

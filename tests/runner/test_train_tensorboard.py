@@ -12,9 +12,8 @@ import urllib.request
 import gin
 import pytest
 
-from mwn_tf import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mwn_tf.runner import train_eval as train_eval_lib
+from helpers import REPO
 
 
 def get_json(base, path, **query):
@@ -43,7 +42,7 @@ def start_tensorboard(logdir):
 def test_tensorboard_serves_scalars_images_histograms(tmp_path):
   gin.parse_config_files_and_bindings([os.path.join(REPO, "gin/smoke.gin")],
                                       [])
-  train.train_eval(str(tmp_path))
+  train_eval_lib.train_eval(str(tmp_path))
   gin.clear_config()
   proc, base = start_tensorboard(tmp_path)
   try:

@@ -3,29 +3,19 @@
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-from mwn_tf import callbacks as cb
 from mwn_tf import data as data_lib
-from mwn_tf import train
 from mwn_tf.meta_model import per_sample_loss
+from mwn_tf.runner import checkpointing
+from mwn_tf.runner import epochs
+from mwn_tf.runner import settings
+from mwn_tf.runner import train_eval as train_eval_lib
+from helpers import run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "gin", "smoke.gin")
-
-
-def run(model_dir, *bindings, config=SMOKE):
-  """train_eval under smoke.gin + bindings; leaves gin clear."""
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([config], list(bindings))
-    return train.train_eval(str(model_dir))
-  finally:
-    gin.clear_config()
 
 
 def plugin_tags(logdir):
@@ -68,6 +58,19 @@ def test_results_json(smoke):
   assert "digits.noise_rate = 0.4" in operative
 
 
+def test_results_json_has_every_resolved_setting(smoke):
+  """results.json's `settings`: the value of every train_eval argument the
+  run used (gin bindings over defaults), so readers need not parse gin."""
+  model_dir, results = smoke
+  on_disk = json.loads((model_dir / "results.json").read_text())
+  assert on_disk["settings"] == results["settings"]
+  assert set(on_disk["settings"]) == set(train_eval_lib.bound_settings())
+  assert on_disk["settings"]["train_steps"] == 2  # smoke.gin
+  assert on_disk["settings"]["weight_net_hidden_units"] == [8]  # smoke.gin
+  assert on_disk["settings"]["learning_rate"] == 0.1  # the default
+  assert on_disk["settings"]["jit_compile"] == "auto"
+
+
 def test_tensorboard_has_scalars_images_histograms(smoke):
   model_dir, _ = smoke
   tags, acc = plugin_tags(model_dir)
@@ -108,7 +111,7 @@ def test_exports_reproduce_the_in_memory_model(smoke):
                              samples["weight"], rtol=1e-5, atol=1e-6)
   splits = data_lib.get("digits", noise_type="uniform", noise_rate=0.4, seed=0)
   losses, index = [], []
-  for batch in splits.train_eval(256):
+  for batch in splits.train_for_eval(256):
     probs = classifier.serve(batch["image"])["probabilities"]
     losses.append(-np.log(np.take_along_axis(
         probs.numpy(), batch["label"].numpy()[:, None], 1)[:, 0]))
@@ -131,7 +134,7 @@ def test_rerunning_a_finished_run_trains_nothing(smoke):
 
 def test_resuming_with_other_data_is_refused(smoke):
   model_dir, _ = smoke
-  with pytest.raises(train.ConfigError, match="different data"):
+  with pytest.raises(settings.ConfigError, match="different data"):
     run(model_dir, "digits.noise_rate = 0.2")
 
 
@@ -156,7 +159,7 @@ def test_non_finite_stops_at_the_step_and_keeps_the_last_checkpoint(
   common = [f"train_eval.method = '{method}'", "train_eval.train_steps = None",
             "train_eval.batch_size = 512"]
   run(tmp_path, *common, "train_eval.epochs = 1")
-  with pytest.raises(cb.NonFiniteError) as err:
+  with pytest.raises(checkpointing.NonFiniteError) as err:
     run(tmp_path, *common, "train_eval.epochs = 2",
         "train_eval.learning_rate = 1e400")
   assert err.value.step == 3
@@ -174,11 +177,11 @@ def test_non_finite_stops_at_the_step_and_keeps_the_last_checkpoint(
 
 
 def test_lr_schedule_switches_at_the_boundary_step():
-  schedule = train.lr_schedule(0.1, [3, 5], 0.1)
+  schedule = settings.lr_schedule(0.1, [3, 5], 0.1)
   lrs = [float(schedule(step)) for step in range(7)]
   np.testing.assert_allclose(lrs, [0.1] * 3 + [0.01] * 2 + [0.001] * 2,
                              rtol=1e-6)
-  assert train.lr_schedule(0.1, [], 0.1) == 0.1
+  assert settings.lr_schedule(0.1, [], 0.1) == 0.1
 
 
 def test_epoch_stream_is_a_function_of_seed_and_epoch():
@@ -186,8 +189,8 @@ def test_epoch_stream_is_a_function_of_seed_and_epoch():
   steps = splits.steps_per_epoch(100)
 
   def indices(epoch, skip):
-    ds, fit_steps = train.epoch_stream(splits, epoch, skip, steps - skip,
-                                       100, 50)
+    ds, fit_steps = epochs.epoch_stream(splits, epoch, skip, steps - skip,
+                                        100, 50)
     assert fit_steps is None
     return [(t["index"].numpy().tolist(), m["index"].numpy().tolist())
             for t, m in ds]
@@ -200,12 +203,12 @@ def test_epoch_stream_is_a_function_of_seed_and_epoch():
 
 
 def test_default_model_dir():
-  assert train.default_model_dir(["gin/quickstart.gin"]) == os.path.join(
+  assert settings.default_model_dir(["gin/quickstart.gin"]) == os.path.join(
       "runs", "quickstart")
-  with_param = train.default_model_dir(["gin/quickstart.gin"],
-                                       ["train_eval.method = 'baseline'"])
+  with_param = settings.default_model_dir(["gin/quickstart.gin"],
+                                          ["train_eval.method = 'baseline'"])
   assert with_param.startswith(os.path.join("runs", "quickstart-"))
-  assert with_param != train.default_model_dir(
+  assert with_param != settings.default_model_dir(
       ["gin/quickstart.gin"], ["train_eval.seed = 1"])
 
 
@@ -213,7 +216,7 @@ def test_paper_defaults():
   """train_eval's own defaults are MW-Net.py's (docs/REFERENCE.md)."""
   import inspect  # pylint: disable=g-import-not-at-top
   defaults = {k: p.default for k, p in inspect.signature(
-      train.train_eval.__wrapped__).parameters.items()}
+      train_eval_lib.train_eval.__wrapped__).parameters.items()}
   assert defaults["learning_rate"] == 0.1 and defaults["momentum"] == 0.9
   assert defaults["weight_decay"] == 5e-4 and defaults["nesterov"] is False
   assert defaults["epochs"] == 120

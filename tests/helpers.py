@@ -1,25 +1,25 @@
-"""Kill -9 mid-run, rerun the same command: it resumes from the checkpoint and
-ends where an uninterrupted run ends.
+"""Helpers shared by the tests (put on sys.path by tests/conftest.py).
 
-The helpers here (the command, the uninterrupted reference, the comparison)
-are shared with tests/test_robustness.py.
+REPO and SMOKE locate the repository and the smoke config; `run` trains in
+this process; `flags`, `command`, `rerun`, `reference_run`,
+`final_variables` and `assert_matches_reference` run `python -m mwn_tf.main`
+on the smoke config and compare a resumed run with an uninterrupted one.
 """
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mwn_tf import train
+from mwn_tf.runner import train_eval as train_eval_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "gin", "smoke.gin")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 # 3 epochs of 37 steps, a checkpoint every 5 steps.
 BINDINGS = ["train_eval.train_steps = None", "train_eval.epochs = 3",
@@ -52,7 +52,7 @@ def reference_run(model_dir, bindings=BINDINGS):
   try:
     gin.parse_config_files_and_bindings(
         [os.path.join(REPO, "gin/smoke.gin")], bindings)
-    return train.train_eval(str(model_dir))
+    return train_eval_lib.train_eval(str(model_dir))
   finally:
     gin.clear_config()
 
@@ -87,27 +87,11 @@ def assert_matches_reference(model_dir, reference_dir, reference):
   return after
 
 
-@pytest.mark.slow
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
-  killed = tmp_path / "killed"
-  state_file = killed / "checkpoints" / "checkpoint"
-  proc = subprocess.Popen(command(killed), cwd=REPO, env=ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  while not state_file.exists() and proc.poll() is None:
-    assert time.time() < deadline, "no checkpoint within 240 s"
-    time.sleep(0.02)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, "finished before the kill"
-  saved = tf.train.latest_checkpoint(str(killed / "checkpoints"))
-  killed_at = int(saved.rsplit("-", 1)[1])
-  assert 0 < killed_at < 111
-  results = killed / "results.json"
-  assert not results.exists() or not json.loads(results.read_text())[
-      "finished"]
-
-  assert f"Resuming from {saved}" in rerun(killed)
-  reference = reference_run(tmp_path / "reference")
-  assert reference["steps"] == 111
-  assert_matches_reference(killed, tmp_path / "reference", reference)
+def run(model_dir, *bindings, config=SMOKE):
+  """train_eval under smoke.gin + bindings; leaves gin clear."""
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([config], list(bindings))
+    return train_eval_lib.train_eval(str(model_dir))
+  finally:
+    gin.clear_config()

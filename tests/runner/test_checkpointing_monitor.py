@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mwn_tf import callbacks as cb
 from mwn_tf import plots
+from mwn_tf.runner import checkpointing
+from mwn_tf.runner import monitor
 
 
 def _fake_model(step):
@@ -22,13 +23,13 @@ def _manager(tmp_path, variables, state):
 
 def test_checkpointer_never_saves_non_finite_parameters(tmp_path):
   weights = tf.Variable([1.0, 2.0])
-  state = cb.RunState()
+  state = checkpointing.RunState()
   _, manager = _manager(tmp_path, [weights], state)
-  saver = cb.Checkpointer(manager, [weights], state, every_n_steps=1)
+  saver = checkpointing.Checkpointer(manager, [weights], state, every_n_steps=1)
   saver.set_model(_fake_model(3))
   good = saver.save(3)
   weights.assign([1.0, np.nan])
-  with pytest.raises(cb.NonFiniteError, match="by step 4") as err:
+  with pytest.raises(checkpointing.NonFiniteError, match="by step 4") as err:
     saver.save(4)
   assert err.value.step == 4
   assert good in str(err.value)  # names the last good checkpoint
@@ -39,9 +40,9 @@ def test_checkpointer_never_saves_non_finite_parameters(tmp_path):
 
 def test_checkpointer_interval_skips_the_epochs_last_batch(tmp_path):
   weights = tf.Variable(1.0)
-  state = cb.RunState()
+  state = checkpointing.RunState()
   _, manager = _manager(tmp_path, [weights], state)
-  saver = cb.Checkpointer(manager, [weights], state, every_n_steps=2)
+  saver = checkpointing.Checkpointer(manager, [weights], state, every_n_steps=2)
   model = _fake_model(0)
   saver.set_model(model)
   saver.set_params({"steps": 5})
@@ -56,27 +57,27 @@ def test_checkpointer_interval_skips_the_epochs_last_batch(tmp_path):
 
 
 def test_guard_names_the_step_and_batch():
-  guard = cb.NonFiniteGuard(lambda: "ckpt-10 (step 10)", steps_per_epoch=4)
+  guard = checkpointing.NonFiniteGuard(lambda: "ckpt-10 (step 10)", steps_per_epoch=4)
   guard.set_model(_fake_model(11))
   guard.on_train_batch_end(0, {"loss": 1.0, "meta_loss": 2.0})
-  with pytest.raises(cb.NonFiniteError) as err:
+  with pytest.raises(checkpointing.NonFiniteError) as err:
     guard.on_train_batch_end(2, {"loss": 1.0, "meta_loss": float("nan")})
   message = str(err.value)
   assert "meta_loss became nan at step 11" in message
   assert "epoch 3, batch 3/4" in message and "ckpt-10" in message
   assert err.value.step == 11
-  with pytest.raises(cb.NonFiniteError, match="inf"):
+  with pytest.raises(checkpointing.NonFiniteError, match="inf"):
     guard.on_train_batch_end(3, {"loss": float("inf")})
 
 
 def test_run_state_round_trips_through_a_checkpoint(tmp_path):
-  state = cb.RunState()
+  state = checkpointing.RunState()
   ckpt, manager = _manager(tmp_path, [], state)
   state.append({"epoch": 1, "test": {"accuracy": 0.5}})
   state.append({"epoch": 2, "test": {"accuracy": 0.75}})
   state.wall_time.assign(12.5)
   manager.save()
-  fresh = cb.RunState()
+  fresh = checkpointing.RunState()
   tf.train.Checkpoint(vars=[], run=fresh.checkpoint_items()).restore(
       manager.latest_checkpoint).assert_existing_objects_matched()
   assert fresh.history == state.history
@@ -86,7 +87,7 @@ def test_run_state_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_history_is_strict_json():
-  assert cb._clean_json({"a": [float("nan"), 1.0], "b": np.float32(np.inf)}
+  assert monitor._clean_json({"a": [float("nan"), 1.0], "b": np.float32(np.inf)}
                         ) == {"a": [None, 1.0], "b": None}
 
 

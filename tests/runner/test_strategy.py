@@ -12,7 +12,9 @@ import keras
 import pytest
 import tensorflow as tf
 
-from mwn_tf import strategy as strategy_lib
+from mwn_tf.models import batch_norm
+from mwn_tf.runner import run_dir
+from mwn_tf.runner import strategy as strategy_lib
 
 
 def test_unknown_name_lists_the_choices():
@@ -36,8 +38,8 @@ def test_default_and_mirrored():
       tf.config.list_logical_devices("GPU") or
       tf.config.list_logical_devices("CPU"))
   for s in (default, mirrored):
-    assert strategy_lib.is_chief(s)
-    assert strategy_lib.work_dir("/runs/x", s) == "/runs/x"
+    assert run_dir.is_chief(s)
+    assert run_dir.work_dir("/runs/x", s) == "/runs/x"
 
 
 @pytest.mark.parametrize("tf_config,match", [
@@ -110,7 +112,7 @@ def test_synchronize_batchnorm_switches_nested_layers():
                             keras.layers.BatchNormalization()])
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3), inner,
                             keras.layers.BatchNormalization()])
-  assert strategy_lib.synchronize_batchnorm(model) == 2
+  assert batch_norm.synchronize_batchnorm(model) == 2
   bns = [l for l in model._flatten_layers()  # pylint: disable=protected-access
          if isinstance(l, keras.layers.BatchNormalization)]
   assert len(bns) == 2 and all(l.synchronized for l in bns)

@@ -25,9 +25,11 @@ import tensorflow as tf
 
 from mwn_tf import data as data_lib
 from mwn_tf import main
-from mwn_tf import train
+from mwn_tf.runner import run_dir
+from mwn_tf.runner import settings as settings_lib
+from mwn_tf.runner import train_eval as train_eval_lib
+import helpers as resume
 import test_main
-import test_main_resume as resume
 
 # 2 epochs of 37 steps, a checkpoint every 5 steps (ckpt-5 ... ckpt-35,
 # ckpt-37 at the epoch end, then ckpt-42, ckpt-47, ...), 3 kept.
@@ -239,7 +241,7 @@ def test_what_killed_writes_left_is_removed_and_nothing_else(tmp_path):
   for name in (keep - saved) | stale:
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / name).write_text("x")
-  train._remove_unfinished_writes(  # pylint: disable=protected-access
+  run_dir.remove_unfinished_writes(
       str(tmp_path), [str(tmp_path / "export" / "classifier"),
                       str(tmp_path / "export" / "weight_net")])
   left = {os.path.relpath(os.path.join(root, n), tmp_path)
@@ -467,7 +469,7 @@ def _two_replicas():
 
 def test_the_table_covers_every_parameter():
   import inspect  # pylint: disable=g-import-not-at-top
-  params = inspect.signature(train.train_eval.__wrapped__).parameters
+  params = inspect.signature(train_eval_lib.train_eval.__wrapped__).parameters
   assert {row[0] for row in BAD_SETTINGS} == set(params)
 
 
@@ -489,8 +491,8 @@ def test_a_bad_setting_is_refused_before_anything_is_written(
   (existing / "results.json.tmp-0123abcd").write_text("{")
   before = _snapshot(existing)
   for model_dir in (tmp_path / "new", existing):
-    with pytest.raises(train.ConfigError) as error:
-      train.train_eval(str(model_dir) if bad_dir is None else bad_dir,
+    with pytest.raises(settings_lib.ConfigError) as error:
+      train_eval_lib.train_eval(str(model_dir) if bad_dir is None else bad_dir,
                        **settings)
     # One line (gin appends where it was called from on lines of its own).
     assert message in str(error.value).splitlines()[0]
@@ -526,7 +528,7 @@ def test_the_accepted_edge_values_pass():
       "model_dir", "strategy"}
   for name, values in ACCEPTED.items():
     for value in values:
-      train.check_settings({"epochs": 1, "train_steps": 2, name: value})
+      settings_lib.check_settings({"epochs": 1, "train_steps": 2, name: value})
 
 
 def test_every_shipped_gin_file_passes():
@@ -534,7 +536,7 @@ def test_every_shipped_gin_file_passes():
   for name in sorted(os.listdir(gin_dir)):
     gin.clear_config()
     main.parse_gin([os.path.join(gin_dir, name)], [])
-    train.check_settings(train.bound_settings())
+    settings_lib.check_settings(train_eval_lib.bound_settings())
 
 
 # The command line: bad flags and bad bindings exit 2 with one line.

@@ -8,8 +8,8 @@ from absl import flags
 import pytest
 
 from mwn_tf import main
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 
 

@@ -14,10 +14,11 @@ from sklearn import datasets as sk_datasets
 import tensorflow as tf
 
 import mwn_tf
-from mwn_tf import export
+from mwn_tf.runner import export
 from mwn_tf import models
 from mwn_tf.data import clothing1m
 from mwn_tf.weight_net import WeightNet
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_digits_raw_pixel_signature_matches_the_in_memory_model(tmp_path):
   keras.utils.set_random_seed(4)
   classifier = models.get("small_cnn", num_classes=10, input_shape=(8, 8, 1))
   # A trained classifier, so that its top classes mean something.
-  train = _collect(splits.train_eval(512))
+  train = _collect(splits.train_for_eval(512))
   classifier.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                      keras.losses.SparseCategoricalCrossentropy(
                          from_logits=True))
@@ -343,9 +344,6 @@ def test_clothing1m_raw_image_and_jpeg_signatures_match_the_pipeline(tmp_path):
 
 
 # ------------------------------------------------------------ README snippet --
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _readme_snippet():
   """The python block of README's "Using the trained models" section."""
   with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:

@@ -1,0 +1,285 @@
+"""THE model_dir contract: what a run writes where, who writes, how to read it.
+
+A run's folder (`model_dir`) holds:
+
+  events.out.tfevents.*   TensorBoard (see `runner.monitor`)
+  checkpoints/            `tf.train.CheckpointManager` files ckpt-<step>
+                          (what they hold: `runner.checkpointing`)
+  operative_config.gin    the resolved gin config, after the first step
+  results.json            test accuracies (final and best epoch), noise rate,
+                          seed, data summary, resolved settings, history;
+                          rewritten each epoch
+  weight_curve.csv        the final weighting function: loss,weight (MW-Net)
+  sample_weights.npz      per training sample: index, label, clean_label,
+                          is_noisy, loss, weight (final model)
+  export/classifier       SavedModel: images -> class probabilities
+  export/weight_net       SavedModel: losses -> weights (MW-Net)
+  workertemp_<task id>/   a non-chief worker's scratch checkpoints (removed
+                          at the end of its run)
+
+Every other module (the runner, the analysis, the benchmark, launch/) names
+these files through the constants and functions here. Only the chief writes
+(`is_chief`); every process writes through `Writer`, which skips the files
+on the others.
+"""
+
+import io
+import json
+import os
+import re
+from typing import Iterable, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from mwn_tf.runner import export as export_lib
+
+RESULTS = "results.json"
+SAMPLE_WEIGHTS = "sample_weights.npz"
+OPERATIVE_CONFIG = "operative_config.gin"
+WEIGHT_CURVE = "weight_curve.csv"
+CHECKPOINTS = "checkpoints"
+EXPORT = "export"
+CLASSIFIER_EXPORT = os.path.join(EXPORT, "classifier")
+WEIGHT_NET_EXPORT = os.path.join(EXPORT, "weight_net")
+WORKER_SCRATCH = "workertemp_{task_id}"
+CHECKPOINT_PREFIX = "ckpt"  # tf.train.CheckpointManager's default.
+# What tf.train.CheckpointManager (prefix "ckpt") writes for checkpoint <n>.
+_CHECKPOINT_FILE = re.compile(
+    CHECKPOINT_PREFIX + r"-(\d+)(_temp|\.index|\.data-\d+-of-\d+)")
+
+
+# ----------------------------------------------------------------------------
+# Names.
+# ----------------------------------------------------------------------------
+def files(model_dir: str, method: str) -> dict:
+  """The plain files (and the checkpoint folder) a run of `method` writes:
+  name -> path, as results.json's `files` lists them."""
+  join = lambda name: os.path.join(model_dir, name)
+  out = {"results": join(RESULTS), "sample_weights": join(SAMPLE_WEIGHTS),
+         "operative_config": join(OPERATIVE_CONFIG),
+         "checkpoints": join(CHECKPOINTS)}
+  if method == "mwn":
+    out["weight_curve"] = join(WEIGHT_CURVE)
+  return out
+
+
+def exports(model_dir: str, method: str) -> dict:
+  """The SavedModel folders a run of `method` writes: name -> path."""
+  out = {"classifier": os.path.join(model_dir, CLASSIFIER_EXPORT)}
+  if method == "mwn":
+    out["weight_net"] = os.path.join(model_dir, WEIGHT_NET_EXPORT)
+  return out
+
+
+def checkpoint_dir(model_dir: str) -> str:
+  return os.path.join(model_dir, CHECKPOINTS)
+
+
+def trial_id(model_dir: str) -> str:
+  """The run's name in TensorBoard's hparams view: its folder's name."""
+  return os.path.basename(os.path.normpath(model_dir))
+
+
+# ----------------------------------------------------------------------------
+# Who writes.
+# ----------------------------------------------------------------------------
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes checkpoints, summaries and results.
+
+  TF's own rule (`strategy.extended.should_checkpoint`): True for every
+  single-process strategy; under MultiWorkerMirroredStrategy only the chief,
+  task "chief", or worker 0 when the cluster has no "chief".
+  """
+  return bool(strategy.extended.should_checkpoint)
+
+
+def work_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """Where this process saves checkpoints: `model_dir`, or a scratch folder.
+
+  Every MultiWorkerMirroredStrategy worker must take part in a checkpoint save
+  (reading the metrics' on-read variables runs collectives), but only the
+  chief's copy is kept: the others save into `model_dir/workertemp_<id>` and
+  delete it at the end. All workers RESTORE from the chief's checkpoints.
+  """
+  if is_chief(strategy):
+    return model_dir
+  return os.path.join(model_dir, WORKER_SCRATCH.format(
+      task_id=strategy.cluster_resolver.task_id))
+
+
+def remove_unfinished_writes(model_dir: str, export_dirs: Iterable[str]
+                             ) -> None:
+  """Deletes what writes killed midway left in model_dir (chief, at start).
+
+  A kill during a write (preemption, OOM, SIGKILL) leaves a temporary or
+  partial copy that only the dead writer would have renamed into place or
+  deleted: `<file>.tmp-*` of `export.write_file_atomically`, the `.tmp-` and
+  `.old-` folders of an export (`export.clean_stale`), TF's
+  `checkpoint.tmp*` copy of the checkpoint state file, the `ckpt-<n>_temp/`
+  shards of a checkpoint whose merge never ran, and `ckpt-<n>.*` files newer
+  than the newest checkpoint the state file names (a save killed before it
+  was recorded, maybe half-written). A restore reads only recorded
+  checkpoints, so none of these can break a run, but without this they would
+  pile up, one set per preemption.
+
+  Args:
+    model_dir: the run's folder.
+    export_dirs: the run's SavedModel folders (`exports(...).values()`).
+  """
+  export_lib.remove_stale_files(model_dir)
+  for path in export_dirs:
+    export_lib.clean_stale(path)
+  directory = checkpoint_dir(model_dir)
+  if not tf.io.gfile.isdir(directory):
+    return
+  state = tf.train.get_checkpoint_state(directory)
+  recorded = [int(os.path.basename(p).rsplit("-", 1)[1])
+              for p in (state.all_model_checkpoint_paths if state else [])]
+  newest = max(recorded, default=-1)
+  for entry in tf.io.gfile.listdir(directory):
+    entry = entry.rstrip("/")
+    match = _CHECKPOINT_FILE.fullmatch(entry)
+    if entry.startswith("checkpoint.tmp") or (match and (
+        match[2] == "_temp" or int(match[1]) > newest)):
+      path = os.path.join(directory, entry)
+      logging.info("Removing %s, left by a write that was killed.", path)
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      else:
+        tf.io.gfile.remove(path)
+
+
+# ----------------------------------------------------------------------------
+# The writer.
+# ----------------------------------------------------------------------------
+def _npz_bytes(arrays: dict) -> bytes:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
+
+
+def _curve_csv(curve: np.ndarray) -> str:
+  return "loss,weight\n" + "".join(f"{l:.6g},{w:.6g}\n" for l, w in curve)
+
+
+class Writer:
+  """The plain files and exports of a run (the chief writes, others skip).
+
+  Every file is written atomically (a temporary file, then a rename), so a
+  reader, or a resumed run, sees the previous version or the new one.
+
+  Args:
+    model_dir: the run's folder.
+    method: "mwn" or "baseline" (the baseline has no V to write).
+    strategy: the run's strategy (who is chief, where a worker's scratch
+      checkpoints go).
+  """
+
+  def __init__(self, model_dir: str, method: str,
+               strategy: tf.distribute.Strategy):
+    self.model_dir = model_dir
+    self.chief = is_chief(strategy)
+    self.files = files(model_dir, method)
+    self.exports = exports(model_dir, method)
+    scratch = work_dir(model_dir, strategy)
+    self._scratch = None if self.chief else scratch
+    self.save_dir = checkpoint_dir(scratch)
+
+  def write_results(self, results: dict) -> dict:
+    if self.chief:
+      export_lib.write_file_atomically(self.files["results"],
+                                       json.dumps(results, indent=1))
+    return results
+
+  def write_operative_config(self, text: str) -> None:
+    if self.chief:
+      export_lib.write_file_atomically(self.files["operative_config"], text)
+
+  def write_final(self, samples: dict, curve: Optional[np.ndarray],
+                  meta_model, splits=None) -> None:
+    """Per-sample weights, the weighting curve and (if `meta_model`) the
+    SavedModels of its classifier (raw-image signatures from `splits`) and
+    V."""
+    if not self.chief:
+      return
+    export_lib.write_file_atomically(self.files["sample_weights"],
+                                     _npz_bytes(samples))
+    if curve is not None:
+      export_lib.write_file_atomically(self.files["weight_curve"],
+                                       _curve_csv(curve))
+    if meta_model is not None:
+      export_lib.export_classifier(meta_model.classifier,
+                                   self.exports["classifier"], splits)
+      if "weight_net" in self.exports:
+        export_lib.export_weight_net(meta_model.weight_net,
+                                     self.exports["weight_net"])
+
+  def cleanup(self) -> None:
+    """Removes a non-chief worker's scratch folder."""
+    if self._scratch:
+      tf.io.gfile.rmtree(self._scratch)
+
+
+# ----------------------------------------------------------------------------
+# Readers.
+# ----------------------------------------------------------------------------
+def path(model_dir: str, name: str) -> Optional[str]:
+  """`model_dir/name` if that file or folder exists, else None."""
+  full = os.path.join(model_dir, name)
+  return full if tf.io.gfile.exists(full) else None
+
+
+def read_results(model_dir_or_file: str) -> dict:
+  """results.json of a run (its folder, or the file itself).
+
+  Raises:
+    OSError: no such file; ValueError: not JSON.
+  """
+  name = model_dir_or_file
+  if tf.io.gfile.isdir(name):
+    name = os.path.join(name, RESULTS)
+  try:
+    with tf.io.gfile.GFile(name) as f:
+      text = f.read()
+  except tf.errors.OpError as e:
+    raise OSError(f"Cannot read {name}: {e.message}") from e
+  return json.loads(text)
+
+
+def find_results(roots: Iterable[str]) -> list:
+  """(run name, path) of every results.json under `roots`, sorted.
+
+  The run name is the run folder relative to its root (the root's own name
+  when the root is the run folder or the file itself).
+  """
+  found = []
+  for root in roots:
+    if os.path.isfile(root):
+      found.append((os.path.basename(os.path.dirname(os.path.abspath(root))),
+                    root))
+      continue
+    for dirpath, _, filenames in os.walk(root):
+      if RESULTS in filenames:
+        name = os.path.relpath(dirpath, root)
+        if name == ".":
+          name = os.path.basename(os.path.abspath(root))
+        found.append((name, os.path.join(dirpath, RESULTS)))
+  return sorted(found)
+
+
+def checkpoints(model_dir: str) -> list:
+  """The recorded checkpoints of a run (paths without suffix), oldest first;
+  [] if it has none."""
+  state = tf.train.get_checkpoint_state(checkpoint_dir(model_dir))
+  if not state:
+    return []
+  return [p if os.path.isabs(p) else os.path.join(checkpoint_dir(model_dir), p)
+          for p in state.all_model_checkpoint_paths]
+
+
+def latest_checkpoint(model_dir: str) -> Optional[str]:
+  """The newest recorded checkpoint of a run, or None."""
+  return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+

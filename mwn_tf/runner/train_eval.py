@@ -1,0 +1,380 @@
+"""The experiment runner: one gin-configurable `train_eval` (issue 4).
+
+    results = train_eval("runs/quickstart", strategy)   # settings from gin
+
+`train_eval`'s keyword defaults are the paper's ResNet-32 noise setup
+(MW-Net.py, docs/REFERENCE.md): classifier SGD 0.1, momentum 0.9, weight decay
+5e-4, no Nesterov, 120 epochs with ×0.1 at epochs 80 and 100, batch 100, meta
+batch 100; V = Linear(1,100)-ReLU-Linear(100,1)-sigmoid trained by Adam 1e-3
+with weight decay 1e-4. One exception, on purpose: `normalize_weights="sum"`
+(w / Σw, as the official WRN-28-10 and long-tail scripts) instead of
+MW-Net.py's unnormalised mean, because without it V learns nothing on small
+problems (see `MetaWeightModel`); the gin files of the MW-Net.py experiments
+(flip noise) bind "none".
+
+This module only composes the runner's parts: `settings` (check, schedule,
+optimisers, model), `run_dir` (what model_dir holds; the writer),
+`checkpointing` (what a checkpoint holds, restore, saves), `epochs` (one data
+stream per epoch, the fit loop) and `monitor` (TensorBoard, history).
+
+Resume: run the same command again. Each epoch's data stream is a pure
+function of (seed, epoch), and a mid-epoch checkpoint resumes by skipping the
+batches already trained on, so the resumed run sees exactly the batches of an
+uninterrupted one.
+"""
+
+import functools
+import inspect
+import sys
+from typing import Optional, Sequence
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mwn_tf.runner import checkpointing
+from mwn_tf.runner import epochs as epochs_lib
+from mwn_tf.runner import monitor as monitor_lib
+from mwn_tf.runner import run_dir
+from mwn_tf.runner import settings as settings_lib
+from mwn_tf.runner.settings import ConfigError
+
+
+@gin.configurable("train_eval", module="mwn_tf",
+                  denylist=["model_dir", "strategy"])
+def train_eval(
+    model_dir: str,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    *,
+    method: str = "mwn",
+    dataset: str = "cifar10",
+    model: str = "resnet32",
+    seed: int = 0,
+    # Classifier optimisation and schedule (MW-Net.py).
+    epochs: int = 120,
+    train_steps: Optional[int] = None,
+    batch_size: int = 100,
+    meta_batch_size: int = 100,
+    learning_rate: float = 0.1,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 5e-4,
+    lr_decay_epochs: Sequence[float] = (80, 100),
+    lr_decay_steps: Optional[Sequence[int]] = None,
+    lr_decay_factor: float = 0.1,
+    # The weighting net V and its optimiser (MW-Net.py).
+    weight_net_hidden_units: Sequence[int] = (100,),
+    normalize_weights: str = "sum",
+    meta_optimizer: str = "adam",
+    meta_learning_rate: float = 1e-3,
+    meta_momentum: float = 0.9,
+    meta_nesterov: bool = False,
+    meta_weight_decay: float = 1e-4,
+    # Engineering.
+    jit_compile="auto",
+    steps_per_execution: int = 1,
+    deterministic: bool = False,
+    eval_batch_size: int = 500,
+    checkpoint_every_n_steps: int = 1000,
+    max_checkpoints_to_keep: int = 3,
+    summary_every_n_steps: int = 100,
+    sample_every_n_epochs: int = 10,
+    curve_max_loss: float = 10.0,
+    export: bool = True,
+    verbose="auto") -> dict:
+  """Trains a classifier with Meta-Weight-Net (or the baseline) and evaluates.
+
+  Resumes from the newest checkpoint in `model_dir` if there is one.
+
+  Args:
+    model_dir: output folder (see the module docstring); created if needed.
+    strategy: a `tf.distribute.Strategy` (None: the default strategy). The
+      model, optimizers, metrics and the checkpoint restore are created in
+      its scope; batch sizes are GLOBAL.
+    method: "mwn" (Algorithm 1) or "baseline" (plain training on the same
+      data, model and schedule: every weight 1, no meta step).
+    dataset: a `mwn_tf.data` name (digits, cifar10, cifar100, clothing1m,
+      npz); its settings are bound on the loader, e.g.
+      `cifar10.noise_rate = 0.4`.
+    model: a `mwn_tf.models` name (resnet32, wrn28_10, resnet50, mlp,
+      small_cnn); settings bound on the builder, e.g. `resnet50.weights_path`.
+    seed: THE seed: meta split, noise, long tail (it overrides the loader's
+      own `seed` binding), initialisation, data order and augmentation.
+    epochs: epochs of training (ignored if `train_steps` is set).
+    train_steps: total classifier steps (WRN script: 20000); the last epoch
+      may be partial.
+    batch_size, meta_batch_size: global train and meta batch sizes.
+    learning_rate, momentum, nesterov: classifier SGD (rate > 0, momentum
+      in [0, 1)).
+    weight_decay: classifier L2, PyTorch-style (added to the gradient).
+    lr_decay_epochs: increasing epochs in (0, epochs] (0-based, may be
+      fractional) from which the learning rate is multiplied by
+      `lr_decay_factor` once more.
+    lr_decay_steps: the same in steps, in [1, total steps]; overrides
+      `lr_decay_epochs`.
+    lr_decay_factor: the multiplier, in (0, 1] (0.1).
+    weight_net_hidden_units: hidden widths of V (the paper: (100,)).
+    normalize_weights: "sum" (w / Σw) or "none" (Σ w·L / n, MW-Net.py).
+    meta_optimizer: "adam" or "sgd" for V.
+    meta_learning_rate, meta_momentum, meta_nesterov: V's optimiser
+      (momentum and nesterov are for "sgd").
+    meta_weight_decay: V's L2, PyTorch-style.
+    jit_compile: XLA for the train step ("auto": Keras decides, on GPU/TPU).
+    steps_per_execution: train steps per `tf.function` call.
+    deterministic: `tf.config.experimental.enable_op_determinism()`.
+    eval_batch_size: batch for the test split and the per-sample pass.
+    checkpoint_every_n_steps: step checkpoint interval (0: epoch ends only);
+      a kill loses at most this many steps.
+    max_checkpoints_to_keep: older checkpoints are deleted.
+    summary_every_n_steps: TensorBoard step scalars interval (0: epochs).
+    sample_every_n_epochs: per-sample weight pass interval (0: last only).
+    curve_max_loss: the weighting curve covers losses in [0, this].
+    export: write the SavedModels at the end.
+    verbose: Keras `fit` verbosity: 0, 1 (progress bar), 2 (one line per
+      epoch), "auto" (1 on a terminal, else 2).
+
+  Returns:
+    The results dict also written to `model_dir/results.json`.
+
+  Raises:
+    ConfigError: invalid setting (every argument is checked by
+      `check_settings` before anything is loaded or written), or model_dir
+      holds another experiment.
+    checkpointing.NonFiniteError: a loss or parameter became NaN/Inf.
+  """
+  # Settings: every argument, as passed, before anything is loaded or written.
+  settings = dict(locals())
+  settings_lib.check_settings(settings)
+  strategy = strategy or tf.distribute.get_strategy()
+  if deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.utils.set_random_seed(int(seed))
+  splits = settings_lib.load_data(dataset, seed)
+  plan = settings_lib.plan_steps(
+      splits, dataset=dataset, epochs=epochs, train_steps=train_steps,
+      batch_size=batch_size, lr_decay_epochs=lr_decay_epochs,
+      lr_decay_steps=lr_decay_steps)
+
+  # The run's folder: its writer, and what killed writes left in it.
+  tf.io.gfile.makedirs(model_dir)
+  out = run_dir.Writer(model_dir, method, strategy)
+  if out.chief:
+    run_dir.remove_unfinished_writes(model_dir, out.exports.values())
+
+  # Model, optimizers, metrics and the restore, in the strategy's scope.
+  state = checkpointing.RunState()
+  with strategy.scope():
+    meta_model, constant_lr = _build(splits, plan, settings)
+    checkpoint = checkpointing.make_checkpoint(meta_model, state)
+    manager, restored = checkpointing.restore(
+        checkpoint, model_dir, out.save_dir, max_checkpoints_to_keep)
+    if restored:
+      # A constant learning rate lives in an optimizer variable and was just
+      # overwritten by the checkpoint's; the config decides, as for the rest.
+      if constant_lr:
+        meta_model.optimizer.learning_rate = float(learning_rate)
+      if method == "mwn":
+        meta_model.meta_optimizer.learning_rate = float(meta_learning_rate)
+
+  # Where to continue: epochs done and classifier steps come from the
+  # checkpoint; the data stream of each epoch is a function of (seed, epoch).
+  checkpointing.check_same_experiment(
+      state, restored, checkpointing.fingerprint(splits, batch_size),
+      model_dir)
+  state.start_session()
+  step = int(meta_model.optimizer.iterations.numpy())
+  start_epoch, skip = _resume_point(state, step, plan, restored)
+
+  # Summaries and results.
+  if out.chief:
+    # Drop from TensorBoard what a killed session logged after `step`.
+    monitor_lib.mark_session_start(model_dir, step + 1 if restored else 0)
+  writer = (tf.summary.create_file_writer(model_dir) if out.chief
+            else tf.summary.create_noop_writer())
+  data_summary = splits.summary(include_matrix=False)
+  hparams = monitor_lib.hparams(settings, data_summary, plan.total_steps)
+  if not restored:
+    monitor_lib.write_run_header(writer, hparams, data_summary,
+                                 run_dir.trial_id(model_dir))
+  results = functools.partial(
+      _results, out, meta_model, state, plan, export, {
+          "method": method, "dataset": dataset, "model": model,
+          "seed": int(seed),
+          "realised_noise_rate": data_summary["realised_noise_rate"],
+          "realised_noise_rate_measured_on":
+              data_summary["realised_noise_rate_measured_on"]}, {
+              "data": data_summary, "hparams": hparams,
+              "settings": _resolved(settings)})
+
+  def write_operative_config():
+    text = gin.operative_config_str()
+    out.write_operative_config(text)
+    monitor_lib.operative_config_summary(
+        writer, text, int(meta_model.optimizer.iterations.numpy()))
+
+  sample_pass = monitor_lib.SamplePass(meta_model, strategy)
+  sample_data = lambda: splits.train_for_eval(eval_batch_size, strategy)
+  monitor = monitor_lib.TrainingMonitor(
+      writer=writer, state=state, sample_pass=sample_pass,
+      sample_data=sample_data, total_epochs=plan.num_epochs,
+      summary_every_n_steps=summary_every_n_steps,
+      sample_every_n_epochs=sample_every_n_epochs,
+      curve_max_loss=curve_max_loss,
+      write_operative_config=write_operative_config,
+      on_epoch_recorded=lambda: results(False))
+
+  # The loop.
+  try:
+    epochs_lib.train_epochs(
+        meta_model, splits, start_epoch=start_epoch, skip=skip,
+        num_epochs=plan.num_epochs, steps_per_epoch=plan.steps_per_epoch,
+        total_steps=plan.total_steps, batch_size=batch_size,
+        meta_batch_size=meta_batch_size, strategy=strategy,
+        test_data=splits.test(eval_batch_size, strategy),
+        callbacks=_callbacks(meta_model, state, manager, monitor, plan,
+                             checkpoint_every_n_steps, mid_epoch=skip > 0),
+        # Progress bars on a terminal, one line per epoch in logs.
+        verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto"
+        else verbose)
+  except checkpointing.NonFiniteError as e:
+    writer.flush()
+    results(False, error=str(e))
+    raise
+
+  # Final files: what the final model does on the training split.
+  if monitor.last_samples and monitor.last_samples[0] == plan.num_epochs:
+    samples = monitor.last_samples[1]
+  else:
+    samples = sample_pass(sample_data())
+  monitor.set_model(meta_model)
+  out.write_final(samples, monitor.curve() if method == "mwn" else None,
+                  meta_model if export else None, splits)
+  writer.flush()
+  final = results(True, extra=_final_weights(samples))
+  out.cleanup()
+  return final
+
+
+def bound_settings() -> dict:
+  """`train_eval`'s keyword arguments as gin will pass them: the defaults,
+  overridden by the current bindings (so a CLI can check them before it
+  creates model_dir or starts devices)."""
+  params = inspect.signature(train_eval.__wrapped__).parameters
+  settings = {name: p.default for name, p in params.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+  settings.update(gin.get_bindings(train_eval))
+  return settings
+
+
+def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
+               mid_epoch: bool) -> list:
+  """NaN guard, monitor, checkpointer: in this order, so a bad step is never
+  recorded or saved."""
+  metric_variables = meta_model.checkpoint_items()["metrics"]
+  return [
+      checkpointing.NonFiniteGuard(
+          lambda: checkpointing.describe_checkpoint(manager),
+          plan.steps_per_epoch),
+      monitor,
+      checkpointing.Checkpointer(
+          manager, meta_model.classifier.variables +
+          meta_model.weight_net.variables, state, every_n_steps,
+          metric_variables,
+          # Mid-epoch: the epoch's running means continue from the checkpoint.
+          [np.asarray(v) for v in metric_variables] if mid_epoch else None)]
+
+
+def _build(splits, plan: settings_lib.StepPlan, s: dict):
+  """The compiled `MetaWeightModel` of settings `s`, and whether its
+  classifier learning rate is constant (no decay boundaries)."""
+  meta_model = settings_lib.build_model(
+      splits, model=s["model"], method=s["method"],
+      weight_net_hidden_units=s["weight_net_hidden_units"],
+      normalize_weights=s["normalize_weights"],
+      weight_decay=s["weight_decay"],
+      meta_weight_decay=s["meta_weight_decay"])
+  schedule = settings_lib.lr_schedule(s["learning_rate"], plan.boundaries,
+                                      s["lr_decay_factor"])
+  meta_model.compile(
+      optimizer=settings_lib.make_optimizer("sgd", schedule, s["momentum"],
+                                            s["nesterov"]),
+      meta_optimizer=settings_lib.make_optimizer(
+          s["meta_optimizer"], s["meta_learning_rate"], s["meta_momentum"],
+          s["meta_nesterov"]),
+      jit_compile=s["jit_compile"],
+      steps_per_execution=s["steps_per_execution"])
+  constant = not isinstance(schedule,
+                            keras.optimizers.schedules.LearningRateSchedule)
+  return meta_model, constant
+
+
+def _resume_point(state, step: int, plan: settings_lib.StepPlan,
+                  restored: Optional[str]):
+  """(first epoch to train, its steps already done) of a restored run."""
+  start_epoch = int(state.epochs_done.numpy())
+  # The last epoch may be partial (train_steps), so cap at total_steps.
+  skip = step - min(start_epoch * plan.steps_per_epoch, plan.total_steps)
+  if not 0 <= skip < plan.steps_per_epoch:
+    raise ConfigError(f"{restored} is at step {step} with {start_epoch} "
+                      f"epochs done, which does not fit {plan.steps_per_epoch}"
+                      f" steps per epoch; use another --model_dir.")
+  if restored:
+    logging.info("Resuming from %s: epoch %d, step %d (%d steps into the "
+                 "epoch).", restored, start_epoch + 1, step, skip)
+  return start_epoch, skip
+
+
+def summarize(history: list) -> dict:
+  """Final-epoch and best-epoch test accuracy of a history."""
+  accs = [h["test"]["accuracy"] for h in history]
+  valid = [(a, i) for i, a in enumerate(accs) if a is not None]
+  if not valid:
+    return {"final_epoch_test_accuracy": None,
+            "best_epoch_test_accuracy": None, "best_epoch": None}
+  best_acc, best_i = max(valid, key=lambda t: (t[0], -t[1]))
+  return {"final_epoch_test_accuracy": accs[-1],
+          "best_epoch_test_accuracy": best_acc,
+          "best_epoch": history[best_i]["epoch"]}
+
+
+def _results(out: run_dir.Writer, meta_model, state, plan, export: bool,
+             head: dict, tail: dict, finished: bool,
+             error: Optional[str] = None, extra: Optional[dict] = None):
+  """Writes (on the chief) and returns the run's results.json content."""
+  history = state.history
+  return out.write_results({
+      **head, **summarize(history),
+      "final_epoch_test_loss": (history[-1]["test"]["loss"] if history
+                                else None),
+      "epochs": plan.num_epochs, "epochs_done": int(state.epochs_done.numpy()),
+      "steps": int(meta_model.optimizer.iterations.numpy()),
+      "total_steps": plan.total_steps,
+      "steps_per_epoch": plan.steps_per_epoch,
+      "wall_time_s": round(state.elapsed(), 3), "finished": finished,
+      "error": error, "model_dir": out.model_dir, "files": out.files,
+      "exports": out.exports if finished and export else {},
+      **tail, **(extra or {}), "history": history})
+
+
+def _resolved(settings: dict) -> dict:
+  """Every `train_eval` keyword argument's value, as JSON (results.json's
+  `settings`: what analysis reads instead of parsing gin text)."""
+  def plain(v):
+    if isinstance(v, (list, tuple)):
+      return [plain(x) for x in v]
+    if isinstance(v, np.generic):
+      return v.item()
+    return v
+  return {k: plain(v) for k, v in settings.items()
+          if k not in ("model_dir", "strategy")}
+
+
+def _final_weights(samples: dict) -> dict:
+  """Mean final weight of the clean and of the corrupted training samples."""
+  noisy = samples["is_noisy"].astype(bool)
+  mean = lambda mask: (float(np.mean(samples["weight"][mask])) if mask.any()
+                       else None)
+  return {"final_sample_weight_clean": mean(~noisy),
+          "final_sample_weight_noisy": mean(noisy)}
