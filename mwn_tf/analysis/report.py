@@ -25,6 +25,7 @@ from mwn_tf.analysis.detection import load_samples
 from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.analysis.detection import write_ranking
+from mwn_tf.runner import run_dir
 
 SOURCES = ("auto", "samples", "exports", "checkpoint")
 
@@ -101,7 +102,7 @@ def _run_samples(files: sources.RunFiles, source: str, batch_size: int,
   if source == "samples":
     if not files.samples:
       raise AnalysisError(
-          f"{files.model_dir} has no {sources.SAMPLE_WEIGHTS}: "
+          f"{files.model_dir} has no {run_dir.SAMPLE_WEIGHTS}: "
           f"`{sources.TRAIN_COMMAND}` writes it when training ends "
           "(or use --source=checkpoint during training).")
     return load_samples(files.samples), f"read from {files.samples}"
@@ -142,7 +143,7 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
   files = sources.find_run_files(model_dir)
   out_dir = out_dir or os.path.join(model_dir, "analysis")
   samples, where = _run_samples(files, source, batch_size, classifier_outputs)
-  results = sources.read_json(files.results)
+  results = sources.read_results(files.results)
   nominal = sources.find_key(results, "noise_rate")
   truth = samples.truth()
   # None too when no sample has a clean label (an own image folder).
@@ -187,7 +188,7 @@ def _run_figures(files, samples, out_dir, results, settings, result) -> None:
   if variation is None:
     result["notes"].append(
         "weight_variation.png not drawn: no per-epoch `weight_clean` / "
-        f"`weight_noisy` in {sources.RESULTS}'s history, TensorBoard events "
+        f"`weight_noisy` in {run_dir.RESULTS}'s history, TensorBoard events "
         f"or a CSV in {files.model_dir} (MW-Net runs log them when the data "
         "carries is_noisy; the baseline has no V).")
     return
@@ -251,10 +252,10 @@ def describe_run(model_dir: str) -> dict:
   """
   files = sources.find_run_files(model_dir)
   if not files.results:
-    raise AnalysisError(f"Ablation run {model_dir} has no {sources.RESULTS}; "
+    raise AnalysisError(f"Ablation run {model_dir} has no {run_dir.RESULTS}; "
                         f"`{sources.TRAIN_COMMAND}` writes it when training "
                         "ends.")
-  results = sources.read_json(files.results)
+  results = sources.read_results(files.results)
   settings = sources.run_settings(results, sources.read_config(files))
   units = settings["weight_net_hidden_units"]
   method = settings["method"]

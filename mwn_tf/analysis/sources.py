@@ -14,7 +14,6 @@ import ast
 import csv
 import dataclasses
 import glob
-import json
 import logging as std_logging
 import os
 import re
@@ -26,14 +25,10 @@ from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
+from mwn_tf.runner import checkpointing
+from mwn_tf.runner import run_dir
+from mwn_tf.runner import settings as settings_lib
 
-RESULTS = "results.json"
-SAMPLE_WEIGHTS = "sample_weights.npz"
-OPERATIVE_CONFIG = "operative_config.gin"
-WEIGHT_CURVE = "weight_curve.csv"
-CHECKPOINTS = "checkpoints"
-CLASSIFIER_EXPORT = os.path.join("export", "classifier")
-WEIGHT_NET_EXPORT = os.path.join("export", "weight_net")
 TRAIN_COMMAND = "python -m mwn_tf.main --gin_file=... --model_dir=DIR"
 CLASSIFIER_OUTPUTS = ("auto", "probabilities", "logits")
 
@@ -48,7 +43,8 @@ class Endpoint:
   def __init__(self, path: str, what: str, preferred_outputs: Sequence[str]):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-      where = CLASSIFIER_EXPORT if what == "classifier" else WEIGHT_NET_EXPORT
+      where = (run_dir.CLASSIFIER_EXPORT if what == "classifier" else
+               run_dir.WEIGHT_NET_EXPORT)
       raise AnalysisError(
           f"{path} is not a SavedModel folder (no saved_model.pb): the "
           f"{what} export is written by `{TRAIN_COMMAND}` into DIR/{where}.")
@@ -175,7 +171,7 @@ class RunFiles:
 
 
 def find_run_files(model_dir: str) -> RunFiles:
-  """Locates a run's outputs where the runner writes them.
+  """Locates a run's outputs where the runner writes them (`run_dir`).
 
   Only fixed places are searched (no recursive glob), so a folder that holds
   several runs is never mistaken for one of them.
@@ -194,15 +190,12 @@ def find_run_files(model_dir: str) -> RunFiles:
             if file(relative, "saved_model.pb") else None)
 
   files = RunFiles(
-      model_dir=model_dir, samples=file(SAMPLE_WEIGHTS),
-      weight_curve=file(WEIGHT_CURVE), results=file(RESULTS),
-      operative_config=file(OPERATIVE_CONFIG),
-      classifier_export=savedmodel(CLASSIFIER_EXPORT),
-      weight_net_export=savedmodel(WEIGHT_NET_EXPORT))
-  if glob.glob(os.path.join(model_dir, CHECKPOINTS, "ckpt-*.index")):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    files.checkpoint = tf.train.latest_checkpoint(
-        os.path.join(model_dir, CHECKPOINTS))
+      model_dir=model_dir, samples=file(run_dir.SAMPLE_WEIGHTS),
+      weight_curve=file(run_dir.WEIGHT_CURVE), results=file(run_dir.RESULTS),
+      operative_config=file(run_dir.OPERATIVE_CONFIG),
+      classifier_export=savedmodel(run_dir.CLASSIFIER_EXPORT),
+      weight_net_export=savedmodel(run_dir.WEIGHT_NET_EXPORT),
+      checkpoint=run_dir.latest_checkpoint(model_dir))
   # The runner's writer logs into model_dir; Keras' TensorBoard callback
   # into model_dir/train and model_dir/validation.
   files.event_dirs = tuple(sorted({
@@ -211,17 +204,16 @@ def find_run_files(model_dir: str) -> RunFiles:
       for p in glob.glob(os.path.join(model_dir, pattern))}))
   files.history_csvs = tuple(sorted(
       p for p in glob.glob(os.path.join(model_dir, "*.csv"))
-      if os.path.basename(p) != WEIGHT_CURVE))
+      if os.path.basename(p) != run_dir.WEIGHT_CURVE))
   return files
 
 
-def read_json(path: Optional[str]) -> dict:
-  """The JSON object in `path`; {} for None."""
+def read_results(path: Optional[str]) -> dict:
+  """The run's results.json at `path`; {} for None."""
   if not path:
     return {}
   try:
-    with open(path) as f:
-      return json.load(f)
+    return run_dir.read_results(path)
   except (OSError, ValueError) as e:
     raise AnalysisError(f"Cannot read {path} as JSON ({e}).") from e
 
@@ -341,25 +333,20 @@ def _units(units) -> tuple:
 def checkpoint_models(path: str, data, settings: dict):
   """The classifier and V of checkpoint `path`, as a "models" object.
 
-  Rebuilt as the runner builds them (model, method and V's size from
-  `settings`) for `data`'s classes and image shape, and restored from the
-  checkpoint's `classifier` and `weight_net` entries (its optimizer and
-  run-state entries are left alone). Works while the run is still training.
+  Rebuilt by the runner's `build_model` (model, method and V's size from
+  `settings`; the step's settings, unused here, as recorded or defaulted)
+  for `data`, and restored by `checkpointing.restore_models` (the
+  classifier and V only). Works while the run is still training.
   """
-  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
-  import mwn_tf
   model = settings.get("model")
   try:
-    classifier = mwn_tf.models.get(model, data.num_classes, data.image_shape)
-    net = mwn_tf.MetaWeightModel(
-        classifier, mwn_tf.WeightNet(
-            hidden_units=settings["weight_net_hidden_units"],
-            dtype=classifier.dtype_policy), method=settings["method"])
-    items = {"classifier": list(net.classifier.variables),
-             "weight_net": list(net.weight_net.variables)}
-    tf.train.Checkpoint(**items).restore(path).expect_partial(
-    ).assert_existing_objects_matched()
+    net = settings_lib.build_model(
+        data, model=model, method=settings["method"],
+        weight_net_hidden_units=settings["weight_net_hidden_units"],
+        normalize_weights=settings.get("normalize_weights", "sum"),
+        weight_decay=settings.get("weight_decay", 0.0),
+        meta_weight_decay=settings.get("meta_weight_decay", 0.0))
+    checkpointing.restore_models(net, path)
   except Exception as e:  # pylint: disable=broad-except
     raise AnalysisError(
         f"Cannot restore the classifier {model!r} and V from checkpoint "
@@ -405,14 +392,14 @@ def recompute_samples(files: RunFiles, source: str = "exports",
   missing = [k for k, v in need.items() if not v]
   if missing:
     raise AnalysisError(
-        f"{files.model_dir} has no {SAMPLE_WEIGHTS}, and cannot recompute it "
-        f"from {source}: "
+        f"{files.model_dir} has no {run_dir.SAMPLE_WEIGHTS}, and cannot "
+        f"recompute it from {source}: "
         f"{'; '.join(m + ' is missing' for m in missing)}. `{TRAIN_COMMAND}` "
-        f"writes {SAMPLE_WEIGHTS} and the exports when training ends, and "
+        f"writes {run_dir.SAMPLE_WEIGHTS} and the exports when training ends, and "
         "checkpoints during training; or score data directly with `python "
         "-m mwn_tf.analyze score`.")
   data, models = _rebuild(files, source, classifier_outputs)
-  arrays = samples_lib.sample_pass(models, data.train_eval(batch_size))
+  arrays = samples_lib.sample_pass(models, data.train_for_eval(batch_size))
   where = (files.checkpoint if source == "checkpoint" else
            f"{files.classifier_export} + {files.weight_net_export}")
   return samples_from_arrays(arrays, f"recomputed from {where}"), where
@@ -423,7 +410,7 @@ def _rebuild(files: RunFiles, source: str, classifier_outputs: str):
   import gin  # pylint: disable=g-import-not-at-top
   import mwn_tf.data  # pylint: disable=g-import-not-at-top
   text = read_config(files)
-  settings = run_settings(read_json(files.results), text)
+  settings = run_settings(read_results(files.results), text)
   name = settings.get("dataset")
   if not isinstance(name, str):
     raise AnalysisError(f"Neither {files.operative_config} "
@@ -491,7 +478,7 @@ def read_weight_variation(files: RunFiles):
   Returns:
     (`[e]` x values, `[e]` clean, `[e]` noisy, x label, source) or None.
   """
-  history = find_key(read_json(files.results), "history") or []
+  history = find_key(read_results(files.results), "history") or []
   rows = [(h["epoch"], h["train"]["weight_clean"], h["train"]["weight_noisy"])
           for h in history if isinstance(h, dict) and "epoch" in h
           and isinstance(h.get("train"), dict)

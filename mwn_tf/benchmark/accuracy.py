@@ -1,7 +1,6 @@
 """Final-epoch test accuracy of MW-Net's modes on the offline quickstart."""
 
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from mwn_tf.benchmark.modes import gin_bindings
+from mwn_tf.runner import run_dir
 
 @dataclasses.dataclass
 class AccuracyResult:
@@ -39,8 +39,9 @@ def quickstart_accuracy(modes: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
   Each run is `python -m mwn_tf.main --gin_file=<gin_file>
   --gin_param="train_eval.seed = <seed>"` plus the mode's `gin_bindings`, in
   a fresh process with its own model dir, and reports the final-epoch test
-  accuracy of its results.json. (The quickstart: digits, 40% uniform noise,
-  an MLP, 60 epochs; see gin/quickstart.gin.)
+  accuracy of its results.json (read through `runner.run_dir`). The
+  quickstart: digits, 40% uniform noise, an MLP, 60 epochs; see
+  gin/quickstart.gin.
 
   Args:
     modes: Mode strings.
@@ -70,8 +71,7 @@ def quickstart_accuracy(modes: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
         if proc.returncode:
           raise RuntimeError(f"{' '.join(command)} failed:\n"
                              f"{proc.stderr[-3000:]}")
-        with open(os.path.join(model_dir, "results.json")) as f:
-          out = json.load(f)
+        out = run_dir.read_results(model_dir)
         result.accuracies.append(100.0 * out["final_epoch_test_accuracy"])
         result.seconds.append(out["wall_time_s"])
         log(f"  {name} seed {seed}: {result.accuracies[-1]:.2f}% "

@@ -13,6 +13,7 @@ import pytest
 from matplotlib import image as mpl_image
 import tensorflow as tf
 
+from helpers import REPO
 from mwn_tf import analyze
 from mwn_tf.analysis import detection
 from mwn_tf.analysis import report as report_lib
@@ -473,8 +474,7 @@ def test_smoke_run_then_analyze(tmp_path):
   the runner's sample_weights.npz."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
+  repo = REPO
   model_dir = str(tmp_path / "smoke")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   subprocess.run([sys.executable, "-m", "mwn_tf.main",
@@ -530,3 +530,27 @@ def test_settings_come_from_results_json_before_the_gin_text(tmp_path):
   results["settings"] = {"method": "mwn", "weight_net_hidden_units": [20]}
   json.dump(results, open(os.path.join(model_dir, "results.json"), "w"))
   assert report_lib.describe_run(model_dir)["hidden_units"] == [20]
+
+
+def test_an_old_run_dir_still_analyses(tmp_path):
+  """A model_dir written before results.json had `settings` (the runner of
+  f615b35, tests/fixtures/old_run_f615b35): the classifier and V rebuilt
+  from its settings and restored from its checkpoint give its stored
+  per-sample losses and weights, and the whole analysis runs on it."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "old_run")
+  shutil.copytree(os.path.join(REPO, "tests", "fixtures", "old_run_f615b35"),
+                  model_dir)
+  assert "settings" not in json.load(open(os.path.join(model_dir,
+                                                       "results.json")))
+  files = sources.find_run_files(model_dir)
+  stored = detection.load_samples(files.samples)
+  again, _ = sources.recompute_samples(files, "checkpoint")
+  np.testing.assert_array_equal(again.index, stored.index)
+  np.testing.assert_array_equal(again.label, stored.label)
+  np.testing.assert_allclose(again.loss, stored.loss, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
+  out = report_lib.analyze(model_dir, source="checkpoint")
+  assert out["num_samples"] == 1197 and out["detection"] is not None
+  assert set(out["figures"]) == {"weighting_function", "weight_distribution",
+                                 "weight_variation"}

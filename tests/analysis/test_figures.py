@@ -7,6 +7,7 @@ import os
 from matplotlib import image as mpl_image
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mwn_tf.analysis import figures
 from mwn_tf.analysis import report
@@ -88,3 +89,24 @@ def test_tensorboard_rendering_fits_a_card():
   image = mpl_image.imread(io.BytesIO(figures.png(fig)))
   height, width = image.shape[:2]
   assert 450 <= width <= 700 and 450 <= height <= 700, image.shape
+
+
+# The runner's TensorBoard images (moved from tests/test_callbacks.py).
+@pytest.mark.parametrize("png", [
+    lambda: figures.png(figures.weighting_function(
+        np.linspace(0, 5, 11), np.linspace(0.6, 0.1, 11), context="epoch 1")),
+    lambda: figures.png(figures.weight_distribution(
+        np.linspace(0, 1, 6), loss=np.arange(6.0),
+        is_noisy=np.array([0, 1, 0, 1, 0, 0], bool))),
+    lambda: figures.png(figures.weight_distribution(
+        np.ones(3), loss=np.arange(3.0),
+        is_noisy=np.zeros(3, bool))),  # nothing corrupted
+    lambda: figures.png(figures.weight_variation(
+        [1, 2, 3], [0.5, 0.6, np.nan], [0.4, 0.2, 0.1],
+        mean=[0.45, 0.4, 0.3])),
+])
+def test_figures_are_pngs(png):
+  image = tf.image.decode_png(png(), channels=4)
+  assert image.shape[0] > 100 and image.shape[1] > 100
+  # Not a blank canvas.
+  assert len(np.unique(image.numpy().reshape(-1, 4), axis=0)) > 10

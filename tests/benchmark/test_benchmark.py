@@ -2,10 +2,10 @@
 column; timings are never asserted."""
 
 import json
-import os
 
 import pytest
 
+from helpers import REPO
 from mwn_tf.benchmark import convs
 from mwn_tf.benchmark import modes
 from mwn_tf.benchmark import passes
@@ -102,9 +102,7 @@ def test_parse_mode():
 def test_accuracy_task_runs_the_runner_and_reads_its_results(tmp_path,
                                                              monkeypatch):
   from mwn_tf.benchmark import accuracy  # pylint: disable=g-import-not-at-top
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  monkeypatch.chdir(repo)
+  monkeypatch.chdir(REPO)
   results = accuracy.quickstart_accuracy(
       ["plain", "last1"], [0], gin_file="gin/smoke.gin",
       work_dir=str(tmp_path), log=None)
