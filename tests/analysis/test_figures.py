@@ -110,3 +110,25 @@ def test_figures_are_pngs(png):
   assert image.shape[0] > 100 and image.shape[1] > 100
   # Not a blank canvas.
   assert len(np.unique(image.numpy().reshape(-1, 4), axis=0)) > 10
+
+
+def test_training_images_name_the_run(tmp_path, monkeypatch):
+  """The runner's TensorBoard images (smoke.gin: digits, 40% uniform noise)
+  carry the dataset, the noise and the epoch in their titles."""
+  import helpers  # pylint: disable=g-import-not-at-top
+  written = {}
+  summary = figures.summary
+
+  def record(name, fig, step):
+    written.setdefault(name, []).append(_titles(fig))
+    return summary(name, fig, step)
+
+  monkeypatch.setattr(figures, "summary", record)
+  helpers.run(tmp_path / "run", "train_eval.export = False")
+  assert set(written) == {"meta/weighting_function",
+                          "train/sample_weight_distribution",
+                          "train/weight_variation"}
+  for name, titles in written.items():
+    assert "digits, uniform noise 40%" in titles[-1], name
+  assert "epoch 1" in written["meta/weighting_function"][-1]
+  assert "epoch 1" in written["train/sample_weight_distribution"][-1]
