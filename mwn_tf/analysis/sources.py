@@ -23,7 +23,6 @@ import numpy as np
 
 from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis.detection import AnalysisError
-from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.runner import checkpointing
 from mwn_tf.runner import run_dir
