@@ -33,6 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mwn_tf.analysis import figures
+from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.runner import checkpointing
 from mwn_tf.runner import epochs as epochs_lib
 from mwn_tf.runner import monitor as monitor_lib
@@ -235,7 +237,9 @@ def train_eval(
   console = monitor_lib.Console(
       monitor_lib.console_mode(verbose), plan.steps_per_epoch,
       plan.total_steps, plan.num_epochs, progress_every_n_seconds)
-  sample_pass = monitor_lib.SamplePass(meta_model, strategy)
+  sample_models = samples_lib.KerasModels(meta_model)
+  sample_pass = lambda data: samples_lib.sample_pass(sample_models, data,
+                                                     strategy)
   sample_data = lambda: splits.train_for_eval(eval_batch_size, strategy)
   monitor = monitor_lib.TrainingMonitor(
       writer=writer, state=state, sample_pass=sample_pass,
@@ -244,7 +248,9 @@ def train_eval(
       sample_every_n_epochs=sample_every_n_epochs,
       curve_max_loss=curve_max_loss,
       write_operative_config=write_operative_config,
-      on_epoch_recorded=lambda: results(False), console=console)
+      on_epoch_recorded=lambda: results(False), console=console,
+      caption=figures.caption(dataset, data_summary.get("noise_type"),
+                              data_summary.get("noise_rate")))
 
   # The loop.
   try:
