@@ -12,7 +12,7 @@ markdown table: seconds per epoch in each part and its share of the epoch.
                    pipeline's next batch is fetched inside it)
   evaluation       `fit`'s validation pass over the test split
   per-sample pass  the weight/loss pass over the whole training split
-                   (`monitor.SamplePass`: every sample_every_n_epochs and
+                   (`analysis.samples.sample_pass`: every sample_every_n_epochs and
                    after the last epoch)
   figures          the TensorBoard images (weighting function, weight
                    distribution and variation): matplotlib and PNG summaries
@@ -37,7 +37,8 @@ import keras
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mwn_tf import main as mwn_main  # noqa: E402  pylint: disable=g-import-not-at-top
-from mwn_tf import plots  # noqa: E402  pylint: disable=g-import-not-at-top
+from mwn_tf.analysis import figures  # noqa: E402  pylint: disable=g-import-not-at-top
+from mwn_tf.analysis import samples  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import checkpointing  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import epochs  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import monitor  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -127,10 +128,10 @@ def install(timers: Timers) -> None:
   model_cls.fit = timed_fit
   model_cls.make_train_function = timed_make_train
   timers.wrap(model_cls, "evaluate", "evaluation")
-  timers.wrap(monitor.SamplePass, "__call__", "per-sample pass")
-  for name in ("weighting_function", "sample_distribution", "weight_variation",
-               "png_summary"):
-    timers.wrap(plots, name, "figures")
+  timers.wrap(samples, "sample_pass", "per-sample pass")
+  for name in ("weighting_function", "weight_distribution", "weight_variation",
+               "summary"):
+    timers.wrap(figures, name, "figures")
   timers.wrap(checkpointing.Checkpointer, "save", "checkpoints")
   for hook in ("on_epoch_begin", "on_epoch_end", "on_train_batch_end"):
     timers.wrap(monitor.TrainingMonitor, hook, "summaries etc.")

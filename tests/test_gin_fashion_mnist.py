@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 from mwn_tf import analyze
-from mwn_tf import detection
 from mwn_tf import models
+from mwn_tf.analysis import detection
+from mwn_tf.analysis import sources
 from mwn_tf.runner import train_eval  # noqa: F401  registers every configurable
 from mwn_tf.models.batch_norm import MetaBatchNormalization
 import helpers
@@ -135,9 +136,9 @@ def test_end_to_end_then_analyze(tmp_path, capsys):
   assert 0.0 <= overall["auroc"] <= 1.0
   realised = overall["at_realised_rate"]
   assert realised["flagged"] == overall["n_noisy"]
-  files = analyze.find_run_files(model_dir)
+  files = sources.find_run_files(model_dir)
   stored = detection.load_samples(files.samples)
-  again, _ = analyze.recompute_samples(files, "exports")
+  again, _ = sources.recompute_samples(files, "exports")
   np.testing.assert_array_equal(again.index, stored.index)
   np.testing.assert_array_equal(again.clean_label, stored.clean_label)
   np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
