@@ -41,8 +41,8 @@ from mwn_tf import main as mwn_main  # noqa: E402  pylint: disable=g-import-not-
 from mwn_tf import plots  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf import train  # noqa: E402  pylint: disable=g-import-not-at-top
 
-PARTS = ("data set-up", "train steps", "evaluation", "per-sample pass", "figures",
-         "summaries etc.", "checkpoints")
+PARTS = ("data set-up", "train steps", "evaluation", "per-sample pass",
+         "figures", "summaries etc.", "checkpoints")
 
 
 class Timers:
