@@ -1,6 +1,6 @@
 """launch/epoch_time.py: the runner with timers around its parts (the epoch
-time split of README "Fashion-MNIST"), end to end on gin/smoke.gin. Timings
-are not asserted, only that every part is accounted for."""
+time split in README "Fashion-MNIST results"), end to end on gin/smoke.gin.
+Timings are not asserted, only that every part is accounted for."""
 
 import os
 import re
