@@ -43,8 +43,8 @@ from mwn_tf.runner import checkpointing  # noqa: E402  pylint: disable=g-import-
 from mwn_tf.runner import epochs  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import monitor  # noqa: E402  pylint: disable=g-import-not-at-top
 
-PARTS = ("data set-up", "train steps", "evaluation", "per-sample pass", "figures",
-         "summaries etc.", "checkpoints")
+PARTS = ("data set-up", "train steps", "evaluation", "per-sample pass",
+         "figures", "summaries etc.", "checkpoints")
 
 
 class Timers:

@@ -28,7 +28,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def _stub(folder, name, log):
   path = folder / name
-  path.write_text(f"#!/bin/sh\necho \"$(basename \"$0\") $* [CI=$CI]\" >> {log}\n"
+  path.write_text(f"#!/bin/sh\n"
+                  f"echo \"$(basename \"$0\") $* [CI=$CI]\" >> {log}\n"
                   f"[ \"$1\" = -m ] && [ \"$2\" = venv ] && "
                   f"mkdir -p \"$3/bin\" && cp \"$0\" \"$3/bin/pip\" && "
                   f"cp \"$0\" \"$3/bin/python\"\nexit 0\n")

@@ -146,7 +146,8 @@ def test_loader_contract_on_generated_files(tiny):
   test = _collect(data.test(64))
   images, labels = arrays["train"]
   # index -> the example's position in the IDX file; images are standardised.
-  expected = (images[train["index"]][..., None] / 255.0 - fm.MEAN[0]) / fm.STD[0]
+  expected = ((images[train["index"]][..., None] / 255.0 - fm.MEAN[0]) /
+              fm.STD[0])
   np.testing.assert_allclose(train["image"], expected, rtol=1e-5, atol=1e-5)
   assert train["image"].dtype == np.float32
   np.testing.assert_array_equal(train["clean_label"], labels[train["index"]])

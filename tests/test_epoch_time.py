@@ -1,6 +1,6 @@
 """launch/epoch_time.py: the runner with timers around its parts (the epoch
-time split of README "Fashion-MNIST"), end to end on gin/smoke.gin. Timings
-are not asserted, only that every part is accounted for."""
+time split in README "Fashion-MNIST results"), end to end on gin/smoke.gin.
+Timings are not asserted, only that every part is accounted for."""
 
 import os
 import re
@@ -32,7 +32,8 @@ def test_split_of_a_smoke_run(tmp_path):
   for block in blocks:
     total = float(re.search(r": ([\d.]+) s per epoch", block).group(1))
     rows = dict(re.findall(r"^\| ([a-z .-]+) \| ([\d.]+) \|", block, re.M))
-    assert set(rows) == {"data set-up", "train steps", "evaluation", "per-sample pass",
+    assert set(rows) == {"data set-up", "train steps", "evaluation",
+                         "per-sample pass",
                          "figures", "summaries etc.", "checkpoints", "other"}
     # Every part ran (smoke.gin checkpoints and samples every epoch) and the
     # parts add up to the epoch.

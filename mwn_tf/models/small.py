@@ -126,7 +126,7 @@ def fmnist_cnn(num_classes: int,
   not global average pooling): where on a 28x28 item the edges are (sleeves,
   heels, straps) is what tells its classes apart. 16 and 32 channels keep a
   step cheap enough that a 3-seed table of exact MW-Net runs fits a CPU
-  budget (see README "Fashion-MNIST").
+  budget (see README "Fashion-MNIST results").
 
   Args:
     num_classes: number of logits K.
