@@ -29,6 +29,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from mwn_tf import analyze
 from mwn_tf import main
 import cifar_n_fake
+import real_data
 import photo_folders
 import real_jpeg_release
 
@@ -85,6 +86,13 @@ def _cifar_n(name):
   return f"cifar_n:{dataset}", FEW_STEPS + SMALL_RESNET32
 
 
+def _fashion_mnist(name):
+  del name
+  # Debian's IDX files; a class-balanced 500-image subset keeps the long
+  # tail's last class non-empty (n_max = 50 -> 1).
+  return "fashion_mnist", FEW_STEPS + ("fashion_mnist.num_train = 500",)
+
+
 def _folder(name):
   del name
   return "folder", FEW_STEPS + ("folder.image_size = 32",)
@@ -98,6 +106,7 @@ PLANS = (
     (r"(quickstart|smoke)\.gin", _digits),
     (r"cifar10{1,2}n_\w+\.gin", _cifar_n),
     (r"folder_example\.gin", _folder),
+    (r"fashion_mnist_\w+\.gin", _fashion_mnist),
 )
 
 
@@ -183,6 +192,8 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
              f"'{clothing1m_release / 'manual'}'",
              f"--gin_param=clothing1m.data_dir = "
              f"'{clothing1m_release / 'tfds'}'"]
+  if data == "fashion_mnist":
+    real_data.require_fashion_mnist()
   if data == "folder":
     folders = photo_folders.write(tmp_path / "photos")
     argv += [f"--gin_param=folder.{k} = '{v}'" for k, v in folders.items()]
