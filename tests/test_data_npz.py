@@ -1,5 +1,6 @@
 """Bring-your-own .npz through the shared meta / noise / long-tail machinery."""
 
+import json
 import math
 
 import gin
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 import mwn_tf.data
+
+import helpers
 
 K = 6
 
@@ -127,3 +130,20 @@ def test_hierarchical_without_superclass(tmp_path):
   with pytest.raises(ValueError, match=r"flat\.npz has none"):
     mwn_tf.data.get("npz", path=path, noise_type="hierarchical",
                     noise_rate=0.2)
+
+
+@pytest.mark.slow
+def test_readme_npz_command(tmp_path, capsys):
+  """The README's `npz` row: smoke.gin on a user's own arrays, end to end."""
+  path = str(tmp_path / "mine.npz")
+  _write(path)
+  model_dir = tmp_path / "run"
+  status, out, err = helpers.call_main(
+      ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}",
+       "--gin_param=train_eval.dataset = 'npz'",
+       f"--gin_param=npz.path = '{path}'",
+       "--gin_param=train_eval.model = 'small_cnn'"], capsys)
+  assert status == 0, err[-2000:]
+  results = json.loads((model_dir / "results.json").read_text())
+  assert results["finished"] and results["dataset"] == "npz"
+  assert results["data"]["image_shape"] == [12, 12, 3]
