@@ -50,8 +50,11 @@ def global_results(metrics):
   total = cross_replica_sum(local)
   logs = {m.name: m.stateless_result(v) for m, v in zip(metrics, total)}
   strategy = tf.distribute.get_strategy()
+  # Several workers: the strategy was given a cluster (TF_CONFIG or a
+  # resolver); without one it runs on this host alone.
+  resolver = getattr(strategy, "cluster_resolver", None)
   if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
-      strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
+      resolver is not None and resolver.cluster_spec().as_dict()):
     # Keras 3 reduces logs across workers with strategy.reduce(MEAN, v,
     # axis=0), which fails on scalars (tensorflow/tensorflow#72388); it
     # reduces [1]-vectors to the scalars wanted.
