@@ -7,8 +7,15 @@ r"""Entry point: trains and evaluates one gin-configured experiment.
 Flags are infrastructure only; every scientific choice is a gin binding of
 `train_eval` (mwn_tf/runner/train_eval.py), whose defaults are the paper's. The default
 --model_dir is runs/<gin file stems>[-<hash of the --gin_param list>], so
-rerunning the same command resumes the same run. Exit status: 0 done, 1
-training stopped on a NaN/Inf loss, 2 bad configuration or model_dir.
+rerunning the same command resumes the same run (one run per model_dir at
+a time). Exit status (mwn_tf/runner/exit_codes.py):
+
+  0  done
+  1  stopped at a NaN/Inf loss or parameter, nothing bad saved
+  2  bad flag, gin, setting or model_dir, or model_dir in use by another run
+  3  stopped by SIGTERM/SIGINT with a checkpoint; rerun to resume (a second
+     signal kills at once)
+  4  a write failed (disk full, ...); the last good checkpoint is kept
 """
 
 import functools
@@ -22,6 +29,8 @@ from absl import app
 from absl import flags
 from absl import logging
 import gin
+
+from mwn_tf.runner import exit_codes
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), in order; "
                           "relative paths are also looked up from the repo.")
@@ -37,7 +46,7 @@ flags.DEFINE_string("tpu", None, "TPU name or address, or 'local' on a TPU "
 FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXIT_NONFINITE, EXIT_CONFIG = 1, 2
+EXIT_NONFINITE, EXIT_CONFIG = exit_codes.NONFINITE, exit_codes.CONFIG
 
 
 def _fail(message: str, status: int) -> None:
@@ -110,7 +119,8 @@ def main(argv):
   # Imported here so that --help and flag errors stay fast.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
-  from mwn_tf.runner import checkpointing, settings, strategy, train_eval
+  from mwn_tf.runner import checkpointing, run_dir, settings, stopping
+  from mwn_tf.runner import strategy, train_eval
   # pylint: enable=g-import-not-at-top
   tf.get_logger().setLevel("WARNING")  # TF's INFO lines drown the epoch log.
   if FLAGS.model_dir is not None and not FLAGS.model_dir.strip():
@@ -137,6 +147,15 @@ def main(argv):
     _fail(_first_line(e), EXIT_CONFIG)
   except checkpointing.NonFiniteError as e:
     _fail(f"training stopped: {_first_line(e)}", EXIT_NONFINITE)
+  except stopping.Stopped as e:
+    print(f"mwn_tf.main: {e}", file=sys.stderr, flush=True)
+    sys.exit(exit_codes.STOPPED)
+  except run_dir.WriteError as e:
+    _fail(str(e), exit_codes.WRITE_FAILED)
+  except KeyboardInterrupt:
+    # Ctrl-C before training started (no handler yet): nothing to save.
+    _fail("stopped by SIGINT before training started; nothing was trained. "
+          "Rerun the same command to start.", exit_codes.STOPPED)
   print(f"final-epoch test accuracy: {results['final_epoch_test_accuracy']:.4f}"
         f" (best {results['best_epoch_test_accuracy']:.4f} at epoch "
         f"{results['best_epoch']}); {results['steps']} steps in "

@@ -17,6 +17,10 @@ optimisers, model), `run_dir` (what model_dir holds; the writer),
 `checkpointing` (what a checkpoint holds, restore, saves), `epochs` (one data
 stream per epoch, the fit loop) and `monitor` (TensorBoard, history).
 
+One run per model_dir: the chief holds `run_dir.lock` for the whole run.
+SIGTERM or SIGINT stop it after the current step with a checkpoint
+(`stopping`).
+
 Resume: run the same command again. Each epoch's data stream is a pure
 function of (seed, epoch), and a mid-epoch checkpoint resumes by skipping the
 batches already trained on, so the resumed run sees exactly the batches of an
@@ -25,6 +29,7 @@ uninterrupted one.
 
 import functools
 import inspect
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -39,6 +44,7 @@ from mwn_tf.runner import epochs as epochs_lib
 from mwn_tf.runner import monitor as monitor_lib
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
+from mwn_tf.runner import stopping
 from mwn_tf.runner.settings import ConfigError
 
 
@@ -141,8 +147,11 @@ def train_eval(
   Raises:
     ConfigError: invalid setting (every argument is checked by
       `check_settings` before anything is loaded or written), or model_dir
-      holds another experiment.
+      holds another experiment, or another run holds model_dir's lock.
     checkpointing.NonFiniteError: a loss or parameter became NaN/Inf.
+    stopping.Stopped: SIGTERM or SIGINT arrived; a checkpoint of the step
+      it stopped at was written.
+    run_dir.WriteError: a write into model_dir failed (disk full, ...).
   """
   # Settings: every argument, as passed, before anything is loaded or written.
   settings = dict(locals())
@@ -157,35 +166,56 @@ def train_eval(
       batch_size=batch_size, lr_decay_epochs=lr_decay_epochs,
       lr_decay_steps=lr_decay_steps)
 
-  # The run's folder: its writer, and what killed writes left in it.
+  # The run's folder and its writer. The chief holds the folder's lock for
+  # the whole run, from before the clean-up of what killed writes left; a
+  # SIGTERM/SIGINT from here on stops after a step, with a checkpoint.
   tf.io.gfile.makedirs(model_dir)
   out = run_dir.Writer(model_dir, method, strategy)
-  if out.chief:
-    run_dir.remove_unfinished_writes(model_dir, out.exports.values())
+  with run_dir.lock(model_dir, take=out.chief), stopping.SignalStop(
+      strategy) as signals:
+    if out.chief:
+      run_dir.remove_unfinished_writes(model_dir, out.exports.values())
+    try:
+      return _run(model_dir, strategy, splits, plan, out, signals, settings)
+    except (OSError, tf.errors.OpError) as e:
+      # Disk full and the like, from any writer (checkpoints, summaries,
+      # results, exports): one line, and the last checkpoint stays.
+      error = run_dir.write_error(e, model_dir)
+      if error is None:
+        raise
+      raise error from e
 
+
+def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
+         out: run_dir.Writer, signals: stopping.SignalStop, s: dict) -> dict:
+  """`train_eval` once the data is loaded and model_dir is locked: build,
+  restore, train, evaluate, write; returns the results."""
+  method, export = s["method"], s["export"]
   # Model, optimizers, metrics and the restore, in the strategy's scope.
   state = checkpointing.RunState()
   with strategy.scope():
-    meta_model, constant_lr = _build(splits, plan, settings)
+    meta_model, constant_lr = _build(splits, plan, s)
     checkpoint = checkpointing.make_checkpoint(meta_model, state)
     manager, restored = checkpointing.restore(
-        checkpoint, model_dir, out.save_dir, max_checkpoints_to_keep)
+        checkpoint, model_dir, out.save_dir, s["max_checkpoints_to_keep"])
     if restored:
       # A constant learning rate lives in an optimizer variable and was just
       # overwritten by the checkpoint's; the config decides, as for the rest.
       if constant_lr:
-        meta_model.optimizer.learning_rate = float(learning_rate)
+        meta_model.optimizer.learning_rate = float(s["learning_rate"])
       if method == "mwn":
-        meta_model.meta_optimizer.learning_rate = float(meta_learning_rate)
+        meta_model.meta_optimizer.learning_rate = float(
+            s["meta_learning_rate"])
 
   # Where to continue: epochs done and classifier steps come from the
   # checkpoint; the data stream of each epoch is a function of (seed, epoch).
   checkpointing.check_same_experiment(
-      state, restored, checkpointing.fingerprint(splits, batch_size),
+      state, restored, checkpointing.fingerprint(splits, s["batch_size"]),
       model_dir)
   state.start_session()
   step = int(meta_model.optimizer.iterations.numpy())
-  start_epoch, skip = _resume_point(state, step, plan, restored)
+  start_epoch, skip = _resume_point(state, step, plan, restored,
+                                    s["train_steps"])
 
   # Summaries and results.
   if out.chief:
@@ -194,19 +224,19 @@ def train_eval(
   writer = (tf.summary.create_file_writer(model_dir) if out.chief
             else tf.summary.create_noop_writer())
   data_summary = splits.summary(include_matrix=False)
-  hparams = monitor_lib.hparams(settings, data_summary, plan.total_steps)
+  hparams = monitor_lib.hparams(s, data_summary, plan.total_steps)
   if not restored:
     monitor_lib.write_run_header(writer, hparams, data_summary,
                                  run_dir.trial_id(model_dir))
   results = functools.partial(
       _results, out, meta_model, state, plan, export, {
-          "method": method, "dataset": dataset, "model": model,
-          "seed": int(seed),
+          "method": method, "dataset": s["dataset"], "model": s["model"],
+          "seed": int(s["seed"]),
           "realised_noise_rate": data_summary["realised_noise_rate"],
           "realised_noise_rate_measured_on":
               data_summary["realised_noise_rate_measured_on"]}, {
               "data": data_summary, "hparams": hparams,
-              "settings": _resolved(settings)})
+              "settings": _resolved(s)})
 
   def write_operative_config():
     text = gin.operative_config_str()
@@ -215,13 +245,13 @@ def train_eval(
         writer, text, int(meta_model.optimizer.iterations.numpy()))
 
   sample_pass = monitor_lib.SamplePass(meta_model, strategy)
-  sample_data = lambda: splits.train_for_eval(eval_batch_size, strategy)
+  sample_data = lambda: splits.train_for_eval(s["eval_batch_size"], strategy)
   monitor = monitor_lib.TrainingMonitor(
       writer=writer, state=state, sample_pass=sample_pass,
       sample_data=sample_data, total_epochs=plan.num_epochs,
-      summary_every_n_steps=summary_every_n_steps,
-      sample_every_n_epochs=sample_every_n_epochs,
-      curve_max_loss=curve_max_loss,
+      summary_every_n_steps=s["summary_every_n_steps"],
+      sample_every_n_epochs=s["sample_every_n_epochs"],
+      curve_max_loss=s["curve_max_loss"],
       write_operative_config=write_operative_config,
       on_epoch_recorded=lambda: results(False))
 
@@ -230,17 +260,26 @@ def train_eval(
     epochs_lib.train_epochs(
         meta_model, splits, start_epoch=start_epoch, skip=skip,
         num_epochs=plan.num_epochs, steps_per_epoch=plan.steps_per_epoch,
-        total_steps=plan.total_steps, batch_size=batch_size,
-        meta_batch_size=meta_batch_size, strategy=strategy,
-        test_data=splits.test(eval_batch_size, strategy),
+        total_steps=plan.total_steps, batch_size=s["batch_size"],
+        meta_batch_size=s["meta_batch_size"], strategy=strategy,
+        test_data=splits.test(s["eval_batch_size"], strategy),
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
-                             checkpoint_every_n_steps, mid_epoch=skip > 0),
+                             s["checkpoint_every_n_steps"], signals,
+                             mid_epoch=skip > 0),
         # Progress bars on a terminal, one line per epoch in logs.
-        verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto"
-        else verbose)
+        verbose=(1 if sys.stdout.isatty() else 2) if s["verbose"] == "auto"
+        else s["verbose"])
+    stop = signals.requested()
+    if stop:
+      # Trained to the end (its checkpoint is written); the final files are
+      # left to the rerun.
+      raise stopping.Stopped(stop, int(meta_model.optimizer.iterations.numpy()))
   except checkpointing.NonFiniteError as e:
     writer.flush()
     results(False, error=str(e))
+    raise
+  except stopping.Stopped:
+    writer.flush()
     raise
 
   # Final files: what the final model does on the training split.
@@ -269,9 +308,9 @@ def bound_settings() -> dict:
 
 
 def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
-               mid_epoch: bool) -> list:
+               signals: stopping.SignalStop, mid_epoch: bool) -> list:
   """NaN guard, monitor, checkpointer: in this order, so a bad step is never
-  recorded or saved."""
+  recorded or saved, and a stop on a signal saves what was recorded."""
   metric_variables = meta_model.checkpoint_items()["metrics"]
   return [
       checkpointing.NonFiniteGuard(
@@ -283,7 +322,8 @@ def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
           meta_model.weight_net.variables, state, every_n_steps,
           metric_variables,
           # Mid-epoch: the epoch's running means continue from the checkpoint.
-          [np.asarray(v) for v in metric_variables] if mid_epoch else None)]
+          [np.asarray(v) for v in metric_variables] if mid_epoch else None,
+          signals.requested)]
 
 
 def _build(splits, plan: settings_lib.StepPlan, s: dict):
@@ -311,9 +351,23 @@ def _build(splits, plan: settings_lib.StepPlan, s: dict):
 
 
 def _resume_point(state, step: int, plan: settings_lib.StepPlan,
-                  restored: Optional[str]):
+                  restored: Optional[str], train_steps: Optional[int]):
   """(first epoch to train, its steps already done) of a restored run."""
   start_epoch = int(state.epochs_done.numpy())
+  if start_epoch > plan.num_epochs or step > plan.total_steps:
+    # A shorter run asked of a folder that went further.
+    folder = os.path.dirname(os.path.dirname(restored))
+    if train_steps:
+      raise ConfigError(
+          f"the run in {folder} has done {step} steps ({start_epoch} epochs), "
+          f"more than train_eval.train_steps = {train_steps}; bind "
+          f"train_eval.train_steps >= {step} to continue it, or use another "
+          f"--model_dir.")
+    raise ConfigError(
+        f"the run in {folder} has {start_epoch} epochs done (step {step}), "
+        f"more than train_eval.epochs = {plan.num_epochs}; bind "
+        f"train_eval.epochs >= {start_epoch} to continue it, or use another "
+        f"--model_dir.")
   # The last epoch may be partial (train_steps), so cap at total_steps.
   skip = step - min(start_epoch * plan.steps_per_epoch, plan.total_steps)
   if not 0 <= skip < plan.steps_per_epoch:
