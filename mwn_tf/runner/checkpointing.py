@@ -133,7 +133,8 @@ def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
   candidate is first read in full (`readable`) and then restored; any error
   (a truncated or garbled file: DataLossError, IndexError "Read less bytes
   than requested", ...) skips it with a warning naming it and why, and the
-  next older one is tried. Nothing is deleted. The chief then rewrites the
+  next older one is tried. Nothing is deleted: a damaged checkpoint stays
+  for the user to look at (a newer save of the same step replaces it). The chief then rewrites the
   state file if it does not name the restored checkpoint as the newest, so
   the manager keeps rotating the right files.
 
@@ -180,7 +181,8 @@ def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
         f"--model_dir.")
   if skipped:
     logging.warning("Restored %s; skipped the newer %s, which could not be "
-                    "read (see above).", restored, ", ".join(skipped))
+                    "read (see above) and are left as they are.", restored,
+                    ", ".join(skipped))
   return manager, restored
 
 

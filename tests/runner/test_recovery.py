@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,33 @@ def save(self, *args, **kwargs):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
     print(f"DISK FULL after {path}", file=sys.stderr, flush=True)
+  return path
+
+
+tf.train.CheckpointManager.save = save
+sys.argv = ["mwn_tf.main"] + sys.argv[1:]
+from mwn_tf import main
+main.run()
+'''
+
+
+# `python -c PAUSE <mwn_tf.main flags>` with MWN_PAUSE="ckpt-<n>@<file>":
+# after saving checkpoint <n> the run waits (holding model_dir) until <file>
+# exists, so a second command surely meets a live first run.
+PAUSE = r'''
+import os, sys, time
+import tensorflow as tf
+target, go = os.environ["MWN_PAUSE"].split("@", 1)
+real = tf.train.CheckpointManager.save
+
+
+def save(self, *args, **kwargs):
+  path = real(self, *args, **kwargs)
+  if path and path.endswith("/" + target):
+    print(f"PAUSED after {path}", file=sys.stderr, flush=True)
+    deadline = time.time() + 600
+    while not os.path.exists(go) and time.time() < deadline:
+      time.sleep(0.05)
   return path
 
 
@@ -150,7 +178,12 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(
   assert f"Resuming from {ckpts / 'ckpt-47'}: " in proc.stderr
   ref_dir, ref_results = reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
-  robustness.assert_nothing_left_over(run)
+  # The damaged files are left as they were, for the user to look at; the
+  # resumed run saved steps 50, 55, ... and never reads them again.
+  assert os.path.getsize(ckpts / "ckpt-52.data-00000-of-00001") == 1000
+  left = {re.sub(r"\.(index|data-.*)$", "", n) for n in os.listdir(ckpts)
+          if n.startswith("ckpt-")}
+  assert left == set(robustness.recorded(run)) | {"ckpt-52"}
 
 
 def test_unrecorded_complete_checkpoint_and_garbage_are_handled(tmp_path):
@@ -212,26 +245,34 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
 @pytest.mark.slow
 def test_a_second_run_on_the_same_model_dir_exits_2_and_changes_nothing(
     tmp_path, reference):
-  run = tmp_path / "run"
-  first = subprocess.Popen(resume.command(run, BINDINGS), cwd=resume.REPO,
-                           env=resume.ENV, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-  state = run / "checkpoints" / "checkpoint"
-  deadline = time.time() + 300
-  while not state.exists():
-    assert first.poll() is None and time.time() < deadline
-    time.sleep(0.05)
-  # Another learning rate, as a user would mix two runs.
-  second = run_main(run, BINDINGS + ["train_eval.learning_rate = 0.05"])
-  still_running = first.poll() is None
-  _, first_err = first.communicate(timeout=600)
-  assert first.returncode == 0, first_err[-3000:]
-  assert still_running, "the first run ended before the second started"
-  assert second.returncode == exit_codes.CONFIG
-  line = one_error_line(second.stderr)
-  assert f"{run} is in use by another run (host " in line
-  assert f"PID {first.pid}, since " in line
-  assert "Removing" not in second.stderr
+  run, go = tmp_path / "run", tmp_path / "go"
+  err_path = tmp_path / "first.stderr"
+  with open(err_path, "w") as err:
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSE] + resume.flags(run, BINDINGS),
+        cwd=resume.REPO, env=dict(resume.ENV, MWN_PAUSE=f"ckpt-10@{go}"),
+        stdout=subprocess.DEVNULL, stderr=err)
+  try:
+    deadline = time.time() + 300
+    while "PAUSED after" not in err_path.read_text():
+      assert first.poll() is None and time.time() < deadline
+      time.sleep(0.05)
+    # (The paused run's summary writer may flush on its own timer.)
+    files = lambda: {n: None if n.startswith("events.") else (
+        run / n).stat().st_mtime_ns for n in os.listdir(run)}
+    before = files()
+    # Another learning rate, as a user would mix two runs.
+    second = run_main(run, BINDINGS + ["train_eval.learning_rate = 0.05"])
+    assert first.poll() is None
+    assert second.returncode == exit_codes.CONFIG, second.stderr[-3000:]
+    line = one_error_line(second.stderr)
+    assert f"{run} is in use by another run (host " in line
+    assert f"PID {first.pid}, since " in line
+    assert "Removing" not in second.stderr
+    assert files() == before
+  finally:
+    go.touch()
+  assert first.wait(timeout=600) == 0, err_path.read_text()[-3000:]
   # One run's files only: one events file, and the uninterrupted result.
   events = [n for n in os.listdir(run) if n.endswith(".v2")]
   assert len(events) == 1, events
@@ -412,3 +453,67 @@ def test_every_exit_code_is_documented():
     assert re.search(rf"^  {code}  \S", main.__doc__, re.M), code
     assert re.search(rf"^\| {code} \| \S", readme, re.M), code
   assert exit_codes.describe().count("\n") == len(exit_codes.MEANINGS) - 1
+
+
+# ----------------------------------------------------------------------------
+# 3b. SIGTERM to the chief of a two-worker MultiWorkerMirroredStrategy run.
+# ----------------------------------------------------------------------------
+def start_cluster(model_dir, logs):
+  """Two workers on 127.0.0.1 running the command; returns the Popens."""
+  sockets = [socket.socket() for _ in range(2)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  procs = []
+  for i in range(2):
+    config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}"
+                                                for p in ports]},
+                         "task": {"type": "worker", "index": i}})
+    with open(logs[i], "w") as err:
+      procs.append(subprocess.Popen(
+          resume.command(model_dir, BINDINGS) + ["--strategy=multi_worker"],
+          cwd=resume.REPO, env=dict(resume.ENV, TF_CONFIG=config,
+                                    CUDA_VISIBLE_DEVICES=""),
+          stdout=subprocess.DEVNULL, stderr=err))
+  return procs
+
+
+def wait_all(procs, timeout=600):
+  deadline = time.time() + timeout
+  try:
+    return [p.wait(timeout=max(1, deadline - time.time())) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_chief_stops_every_worker_at_one_step(tmp_path):
+  run = tmp_path / "run"
+  logs = [tmp_path / f"worker{i}.stderr" for i in range(2)]
+  procs = start_cluster(run, logs)
+  state = run / "checkpoints" / "checkpoint"
+  deadline = time.time() + 300
+  while not state.exists():
+    assert all(p.poll() is None for p in procs) and time.time() < deadline
+    time.sleep(0.05)
+  os.kill(procs[0].pid, signal.SIGTERM)
+  codes = wait_all(procs)
+  errs = [log.read_text() for log in logs]
+  assert codes == [exit_codes.STOPPED] * 2, [e[-3000:] for e in errs]
+  chief = re.search(r"stopped by SIGTERM at step (\d+);", errs[0])
+  worker = re.search(r"stopped by a signal to another worker at step (\d+);",
+                     errs[1])
+  assert chief and worker and chief[1] == worker[1], errs
+  step = int(chief[1])
+  assert robustness.recorded(run)[-1] == f"ckpt-{step}"
+
+  codes = wait_all(start_cluster(run, logs))
+  errs = [log.read_text() for log in logs]
+  assert codes == [0, 0], [e[-3000:] for e in errs]
+  for err in errs:
+    assert f"Resuming from {run / 'checkpoints' / f'ckpt-{step}'}: " in err
+  assert json.loads((run / "results.json").read_text())["steps"] == STEPS
