@@ -89,7 +89,7 @@ class SignalStop:
 
   def _all_reduce(self, flag):
     value = self._strategy.run(lambda: tf.cast(flag, tf.int32))
-    return self._strategy.reduce(tf.distribute.ReduceOp.MAX, value,
+    return self._strategy.reduce(tf.distribute.ReduceOp.SUM, value,
                                  axis=None) > 0
 
 
