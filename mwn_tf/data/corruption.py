@@ -16,6 +16,7 @@ Corruptions follow Shu et al., "Meta-Weight-Net", NeurIPS 2019, Sec. 5:
 """
 
 import dataclasses
+import math
 from typing import Optional, Sequence
 
 from absl import logging
@@ -53,9 +54,9 @@ def validate(noise_type: str, noise_rate: float, imbalance_factor: float,
     raise ValueError(f"hierarchical noise needs superclasses, and {dataset} "
                      "has none; use cifar100 (coarse_label) or an .npz with a "
                      "'superclass' array, or pick uniform/flip/flip2.")
-  if not float(imbalance_factor) >= 1.0:
-    raise ValueError(f"imbalance_factor must be >= 1 (1 = balanced), got "
-                     f"{imbalance_factor}.")
+  if not 1.0 <= float(imbalance_factor) < math.inf:
+    raise ValueError(f"imbalance_factor must be >= 1 (1 = balanced) and "
+                     f"finite, got {imbalance_factor}.")
 
 
 def transition_matrix(noise_type: str, noise_rate: float, num_classes: int,

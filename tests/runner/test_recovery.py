@@ -413,6 +413,8 @@ def test_write_errors_outside_model_dir_are_not_called_disk_full(tmp_path):
      "digits.num_meta = 10."),
     ("train_eval.learning_rate = 1e999", "train_eval.learning_rate must be a "
      "finite number > 0, got inf."),
+    ("digits.imbalance_factor = 1e999", "imbalance_factor must be >= 1 (1 = "
+     "balanced) and finite, got inf."),
     ("train_eval.meta_learning_rate = -1e-3", "train_eval.meta_learning_rate "
      "must be a finite number > 0, got -0.001."),
 ])
