@@ -83,6 +83,28 @@ main.run()
 '''
 
 
+# `python -c HOLD <mwn_tf.main flags>`: once a signal has been served (the
+# checkpoint written), the run holds for a minute before it would exit 3, so
+# a second signal surely finds it still running.
+HOLD = r'''
+import sys, time
+from mwn_tf.runner import stopping
+real = stopping.Stopped.__init__
+
+
+def init(self, *args, **kwargs):
+  print("HOLDING before exit", file=sys.stderr, flush=True)
+  time.sleep(60)
+  real(self, *args, **kwargs)
+
+
+stopping.Stopped.__init__ = init
+sys.argv = ["mwn_tf.main"] + sys.argv[1:]
+from mwn_tf import main
+main.run()
+'''
+
+
 def run_main(model_dir, bindings=BINDINGS, extra=(), prefix=None, env=None):
   """Runs the entry point to its end; returns the CompletedProcess."""
   cmd = (prefix or [sys.executable, "-m", "mwn_tf.main"]) + resume.flags(
@@ -280,11 +302,11 @@ def test_a_second_run_on_the_same_model_dir_exits_2_and_changes_nothing(
 # ----------------------------------------------------------------------------
 # 3. SIGTERM and SIGINT: finish the step, checkpoint, exit 3; rerun resumes.
 # ----------------------------------------------------------------------------
-def start_and_signal(model_dir, signum, times=1, prefix=None, extra=()):
+def start_and_signal(model_dir, signum, times=1, prefix=None, extra=(),
+                     ack="received: stopping"):
   """Starts the command (after `prefix` instead of `python -m mwn_tf.main`),
   sends `signum` once a checkpoint exists (and again, `times` - 1 more
-  times, each after the previous one was acknowledged); returns (return
-  code, stderr)."""
+  times, once `ack` is on stderr); returns (return code, stderr)."""
   err_path = model_dir.parent / f"{model_dir.name}.stderr"
   cmd = (prefix or [sys.executable, "-m", "mwn_tf.main"]) + resume.flags(
       model_dir, BINDINGS) + list(extra)
@@ -298,7 +320,7 @@ def start_and_signal(model_dir, signum, times=1, prefix=None, extra=()):
     time.sleep(0.02)
   for i in range(times):
     os.kill(proc.pid, signum)
-    while i + 1 < times and "received: stopping" not in err_path.read_text():
+    while i + 1 < times and ack not in err_path.read_text():
       assert proc.poll() is None and time.time() < deadline
       time.sleep(0.01)
   proc.wait(timeout=300)
@@ -335,10 +357,15 @@ def test_a_signal_stops_with_a_checkpoint_and_the_rerun_matches(
 @pytest.mark.slow
 def test_a_second_signal_exits_at_once(tmp_path):
   run = tmp_path / "run"
-  status, err = start_and_signal(run, signal.SIGTERM, times=2)
+  status, err = start_and_signal(run, signal.SIGTERM, times=2,
+                                 prefix=[sys.executable, "-c", HOLD],
+                                 ack="HOLDING before exit")
   assert status == -signal.SIGTERM, err[-3000:]
   assert "SIGTERM received: stopping after the current step" in err
   assert "stopped by SIGTERM at step" not in err
+  # Killed inside HOLD's sleep (a blocking call, like a long TF op): the
+  # served stop would have printed its line and exited 3 after it.
+  assert err.rstrip().endswith("HOLDING before exit")
 
 
 # Mirrored over the CPU split into 2 logical devices (launch/cpu_devices.py,
