@@ -914,6 +914,9 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
 
 
 def main(argv):
+  # Before TensorFlow is imported (lazily, by the steps that need it): no
+  # C++ start-up lines, no CUDA errors on CPU machines.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   # The data loaders log at INFO; this command's output is its printed table.
   logging.set_verbosity(logging.WARNING)
   return run(argv, flags.FLAGS)

@@ -857,7 +857,8 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # No C++ start-up lines, no CUDA errors on CPU machines (issue 15).
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import tensorflow as _tf  # pylint: disable=g-import-not-at-top
   # Building one model per mode retraces Keras' step function once each,
   # which TF reports as excessive retracing; it is expected here.

@@ -7,21 +7,24 @@ r"""Entry point: trains and evaluates one gin-configured experiment.
 Flags are infrastructure only; every scientific choice is a gin binding of
 `train_eval` (mwn_tf/runner/train_eval.py), whose defaults are the paper's. The default
 --model_dir is runs/<gin file stems>[-<hash of the --gin_param list>], so
-rerunning the same command resumes the same run (one run per model_dir at
-a time). Exit status (mwn_tf/runner/exit_codes.py):
-
-  0  done
-  1  stopped at a NaN/Inf loss or parameter, nothing bad saved
-  2  bad flag, gin, setting or model_dir, or model_dir in use by another run
-  3  stopped by SIGTERM/SIGINT with a checkpoint; rerun to resume (a second
-     signal kills at once)
-  4  a write failed (disk full, ...); the last good checkpoint is kept
+rerunning the same command resumes the same run, and rerunning a finished
+run says so and exits. The console shows one line per epoch (and the progress
+inside long epochs); `-v 0` (absl's --verbosity) brings back TensorFlow's and
+absl's own log lines. `--help` lists every setting and the exit statuses
+(mwn_tf/runner/exit_codes.py): 0 done, 1 NaN/Inf, 2 bad configuration or
+model_dir in use by another run, 3 stopped by SIGTERM/SIGINT with a
+checkpoint, 4 a write failed (disk full); one line on stderr for each.
 """
 
+import contextlib
+import difflib
 import functools
 import importlib.util  # noqa: F401  gin's file reader needs it imported.
+import logging as std_logging
 import os
+import re
 import sys
+import tempfile
 import tokenize
 import uuid
 
@@ -31,6 +34,7 @@ from absl import logging
 import gin
 
 from mwn_tf.runner import exit_codes
+from mwn_tf.runner import usage
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), in order; "
                           "relative paths are also looked up from the repo.")
@@ -43,16 +47,25 @@ flags.DEFINE_enum("strategy", "default",
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or address, or 'local' on a TPU "
                     "VM (with --strategy=tpu).")
+flags.DEFINE_boolean("reexport", False, "If the run already finished, write "
+                     "its final files and exports again (else a finished run "
+                     "is left as it is).")
 FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 EXIT_NONFINITE, EXIT_CONFIG = exit_codes.NONFINITE, exit_codes.CONFIG
+EXIT_CODES = tuple(sorted(exit_codes.MEANINGS.items()))
 
 
 def _fail(message: str, status: int) -> None:
-  """One line on stderr, no traceback, then exit."""
-  print(f"mwn_tf.main: error: {' '.join(str(message).split())}",
-        file=sys.stderr, flush=True)
+  """The message on stderr (its first line prefixed; a block of
+  instructions after it indented), no traceback, then exit."""
+  head, *rest = str(message).strip().splitlines() or [""]
+  print(f"mwn_tf.main: error: {' '.join(head.split())}", file=sys.stderr)
+  for line in rest:
+    print(f"  {line.rstrip()}", file=sys.stderr)
+  sys.stderr.flush()
   sys.exit(status)
 
 
@@ -61,7 +74,66 @@ def _first_line(e: Exception) -> str:
   return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _gin_error(source: str, e: Exception) -> str:
+def _config_message(e: Exception) -> str:
+  """A ConfigError's text without gin's "In call to configurable" lines (a
+  loader's instructions, e.g. a manual data layout, are kept)."""
+  return "\n".join(l for l in str(e).splitlines()
+                   if not l.strip().startswith("In call to configurable"))
+
+
+def _did_you_mean(message: str) -> str:
+  """A hint for a misspelt configurable or parameter in gin's message."""
+  unknown = re.search(r"Configurable '([\w.]+)' doesn't have a parameter "
+                      r"named '(\w+)'", message)
+  if unknown:
+    family, name = unknown.groups()
+    try:
+      import inspect  # pylint: disable=g-import-not-at-top
+      params = inspect.signature(gin.get_configurable(family)).parameters
+    except (ValueError, TypeError):
+      return ""
+    close = difflib.get_close_matches(name, list(params), n=3)
+    return f"did you mean {' or '.join(f'{family}.{c}' for c in close)}?" if (
+        close) else f"{family} takes: {', '.join(params)}."
+  unknown = re.search(r"No configurable matching '([\w.]+)'", message)
+  if unknown:
+    known = (["train_eval", "MetaWeightModel", "WeightNet"] +
+             list(usage.dataset_families()) + list(usage.model_families()))
+    close = difflib.get_close_matches(unknown[1].split(".")[-1], known, n=3)
+    return f"did you mean {' or '.join(close)}?" if close else ""
+  return ""
+
+
+def _quote_hint(binding: str, message: str) -> str:
+  """"did you mean x.y = 'word'?" for an unquoted string value."""
+  token = re.search(r"Failed to parse token '([^']*)'", message)
+  if not token:
+    return ""
+  name, _, value = binding.partition("=")
+  if value.strip() == token[1] and name.strip():
+    return (f"did you mean {name.strip()} = '{token[1]}'? (strings need "
+            f"quotes)")
+  return f"did you mean '{token[1]}'? (strings need quotes)"
+
+
+def _line_of(path: str, e: Exception) -> str:
+  """The line of gin file `path` that error `e` names ("line N"), or ""."""
+  # The last "line N": gin's own; Python's parser may name a line of its
+  # one-token input first ("malformed node or string on line 1").
+  numbers = re.findall(r"line (\d+)", str(e))
+  number = int(numbers[-1]) if numbers else 0
+  for candidate in (path, os.path.join(_REPO, path)):  # As gin looks it up.
+    try:
+      with open(candidate, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    except OSError:
+      continue
+    if 0 < number <= len(lines):
+      return lines[number - 1]
+  return ""
+
+
+def _gin_error(source: str, e: Exception, binding: str = "") -> str:
   if isinstance(e, tokenize.TokenError) and len(e.args) == 2:
     message, (line, _) = e.args
     lines = [f"{message} at line {line} (an unclosed bracket or quote?)"]
@@ -70,8 +142,9 @@ def _gin_error(source: str, e: Exception) -> str:
     # drop reprs of parser internals ("<ast.Name object at 0x...>").
     lines = [line.strip() for line in str(e).splitlines()
              if line.strip() and " object at 0x" not in line]
-  return f"invalid gin config in {source}: {type(e).__name__}: " + " | ".join(
-      lines)
+  hint = _did_you_mean(str(e)) or _quote_hint(binding, str(e))
+  return (f"invalid gin config in {source}: {type(e).__name__}: " +
+          " | ".join(lines) + (f"; {hint}" if hint else ""))
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,19 +162,29 @@ def parse_gin(gin_files, gin_params) -> None:
       gin.parse_config_file(path, skip_unknown=False)
     except Exception as e:  # pylint: disable=broad-except
       # Parsing runs no user code: every exception is a config problem.
-      _fail(_gin_error(f"--gin_file={path}", e), EXIT_CONFIG)
+      _fail(_gin_error(f"--gin_file={path}", e, _line_of(path, e)),
+            EXIT_CONFIG)
   for binding in gin_params:
     try:
       gin.parse_config(binding, skip_unknown=False)
     except Exception as e:  # pylint: disable=broad-except
-      _fail(_gin_error(f"--gin_param={binding!r}", e), EXIT_CONFIG)
+      _fail(_gin_error(f"--gin_param={binding!r}", e, binding), EXIT_CONFIG)
   gin.finalize()
 
 
 def check_writable(model_dir: str) -> None:
-  """Creates model_dir and writes a probe file; exits 2 if that fails."""
+  """Writes a probe file in model_dir; exits 2 if that fails.
+
+  Folders it had to create are removed again (local paths), so that a run
+  refused later (a dataset or model setting) leaves no empty model_dir.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   probe = os.path.join(model_dir, f".write_probe-{uuid.uuid4().hex[:8]}")
+  created, folder = [], os.path.abspath(model_dir)
+  if "://" not in model_dir:  # Object stores have no folders to remove.
+    while folder and not os.path.exists(folder):
+      created.append(folder)
+      folder = os.path.dirname(folder)
   try:
     tf.io.gfile.makedirs(model_dir)
     with tf.io.gfile.GFile(probe, "w") as f:
@@ -110,19 +193,114 @@ def check_writable(model_dir: str) -> None:
   except (OSError, tf.errors.OpError) as e:
     reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
     _fail(f"cannot write to --model_dir={model_dir}: {reason}", EXIT_CONFIG)
+  finally:
+    for path in created:  # Deepest first.
+      if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
+
+
+# What the run's INFO lines come from (resuming, the model_dir); the data
+# loaders' INFO (the data summary, the transition matrix) is in results.json
+# and TensorBoard.
+_INFO_FROM = (os.path.join(_PACKAGE, "runner"), os.path.join(_PACKAGE,
+                                                             "main.py"))
+# TF's native start-up lines, written to fd 2 before absl's C++ logging is
+# initialised (TF_CPP_MIN_LOG_LEVEL does not reach them): "WARNING: All log
+# messages before absl::InitializeLog()...", "I0000 ... cudart_stub.cc:31]
+# Could not find cuda drivers...", "E0000 ... failed call to cuInit".
+_NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+    r"[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
+    r"E\d{4} .*(cuInit|CUDA|cuda))")
+
+
+class _QuietFilter(std_logging.Filter):
+  """Lets through this package's warnings, the runner's INFO lines and
+  everyone's errors: TF's and absl's INFO and WARNING lines ("Sharding
+  callback duration", "Function 'serve' contains input name(s)",
+  fingerprints) are internals."""
+
+  def filter(self, record):
+    path = os.path.abspath(record.pathname)
+    return (record.levelno >= std_logging.ERROR or
+            (record.levelno >= std_logging.WARNING and
+             path.startswith(_PACKAGE)) or path.startswith(_INFO_FROM))
+
+
+_QUIET_FILTER = _QuietFilter()
+
+
+@contextlib.contextmanager
+def native_stderr_filtered():
+  """Holds back fd 2 while TensorFlow loads (unless `loud()`), then writes
+  what it got except TF's native start-up noise (`_NATIVE_NOISE`)."""
+  if loud():
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      kept = [line for line in held.read().decode(
+          errors="replace").splitlines() if not _NATIVE_NOISE.match(line)]
+      if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)
+
+
+class _PlainFormatter(std_logging.Formatter):
+  """"message" for INFO, "warning: message" above: no absl prefix."""
+
+  def format(self, record):
+    text = record.getMessage()
+    if record.levelno > std_logging.INFO:
+      text = f"{record.levelname.lower()}: {text}"
+    return text
+
+
+def loud() -> bool:
+  """Whether absl's -v/--verbosity was given (>= 0): everything is shown."""
+  return FLAGS["verbosity"].present and FLAGS.verbosity >= 0
+
+
+def setup_console() -> None:
+  """Before TensorFlow is imported: no C++ start-up lines, no CUDA errors on
+  CPU machines, no TF-internal log lines, plain lines for this package's
+  records; unless `loud()`."""
+  if loud():
+    return
+  # TF's C++ logging reads it once, when TensorFlow is imported; an explicit
+  # setting in the environment wins.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  handler = logging.get_absl_handler()
+  handler.addFilter(_QUIET_FILTER)  # Once: the same object is not re-added.
+  handler.setFormatter(_PlainFormatter())
 
 
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param.",
           EXIT_CONFIG)
-  # Imported here so that --help and flag errors stay fast.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # pylint: disable=g-import-not-at-top
-  from mwn_tf.runner import checkpointing, run_dir, settings, stopping
-  from mwn_tf.runner import strategy, train_eval
-  # pylint: enable=g-import-not-at-top
-  tf.get_logger().setLevel("WARNING")  # TF's INFO lines drown the epoch log.
+  setup_console()
+  # Imported here, after the console's environment, so that --help and flag
+  # errors stay fast.
+  with native_stderr_filtered():
+    # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
+    from mwn_tf.runner import checkpointing, run_dir, settings, stopping
+    from mwn_tf.runner import strategy, train_eval
+    # pylint: enable=g-import-not-at-top
+    tf.config.list_physical_devices()  # Where CUDA's start-up errors come.
+  if not loud():
+    tf.get_logger().setLevel("ERROR")
+    if "tensorflow_datasets" in sys.modules:
+      sys.modules["tensorflow_datasets"].disable_progress_bar()
   if FLAGS.model_dir is not None and not FLAGS.model_dir.strip():
     # `--model_dir=$UNSET_VAR` must not silently resume the default run.
     _fail("--model_dir is empty; give a folder, or drop the flag for "
@@ -132,7 +310,7 @@ def main(argv):
     # Before model_dir is created: a bad setting leaves no folder behind.
     settings.check_settings(train_eval.bound_settings())
   except settings.ConfigError as e:
-    _fail(_first_line(e), EXIT_CONFIG)
+    _fail(_config_message(e), EXIT_CONFIG)
   model_dir = FLAGS.model_dir or settings.default_model_dir(FLAGS.gin_file,
                                                             FLAGS.gin_param)
   check_writable(model_dir)
@@ -142,9 +320,9 @@ def main(argv):
   except (ValueError, RuntimeError) as e:
     _fail(_first_line(e), EXIT_CONFIG)
   try:
-    results = train_eval.train_eval(model_dir, dist)
+    results = train_eval.train_eval(model_dir, dist, reexport=FLAGS.reexport)
   except settings.ConfigError as e:
-    _fail(_first_line(e), EXIT_CONFIG)
+    _fail(_config_message(e), EXIT_CONFIG)
   except checkpointing.NonFiniteError as e:
     _fail(f"training stopped: {_first_line(e)}", EXIT_NONFINITE)
   except stopping.Stopped as e:
@@ -156,22 +334,63 @@ def main(argv):
     # Ctrl-C before training started (no handler yet): nothing to save.
     _fail("stopped by SIGINT before training started; nothing was trained. "
           "Rerun the same command to start.", exit_codes.STOPPED)
-  print(f"final-epoch test accuracy: {results['final_epoch_test_accuracy']:.4f}"
-        f" (best {results['best_epoch_test_accuracy']:.4f} at epoch "
-        f"{results['best_epoch']}); {results['steps']} steps in "
-        f"{results['wall_time_s']:.0f}s", flush=True)
+  _report(results, model_dir)
+
+
+def _accuracy(value) -> str:
+  return "none" if value is None else f"{value:.4f}"
+
+
+def _report(results: dict, model_dir: str) -> None:
+  """The run's last two lines: its accuracy, and where everything went."""
+  accuracy = (f"final-epoch test accuracy: "
+              f"{_accuracy(results['final_epoch_test_accuracy'])} (best "
+              f"{_accuracy(results['best_epoch_test_accuracy'])} at epoch "
+              f"{results['best_epoch']})")
+  if results.get("already_finished"):
+    print(f"already finished: {results['epochs_done']} epochs, "
+          f"{results['steps']} steps; {accuracy}. To train longer raise "
+          f"train_eval.epochs (or train_eval.train_steps); to write the "
+          f"exports again pass --reexport.", flush=True)
+  else:
+    print(f"{accuracy}; {results['steps']} steps in "
+          f"{results['wall_time_s']:.0f}s", flush=True)
   print(f"logs, checkpoints, results.json: {model_dir}  (tensorboard "
         f"--logdir {model_dir}); exports: "
         f"{', '.join(results['exports'].values()) or 'none'}", flush=True)
 
 
+_HELP = ("--help", "-h", "-?", "--helpshort")
+
+
+def print_help() -> None:
+  """The settings a user changes, read from the code (no TF import)."""
+  ours = FLAGS.get_key_flags_for_module(sys.modules[__name__])
+  lines = [(f"--{f.name}" + ("" if f.default in (None, []) else
+                             f" (default {f.default})"),
+            " ".join(f.help.split()).replace(
+                "; repeat this option to specify a list of values",
+                " (repeatable)")) for f in ours]
+  lines.append(("-v 0 / --verbosity=0", "also show TensorFlow's and absl's "
+                "own log lines (start-up, INFO); quiet without it"))
+  try:
+    print(usage.help_text("python -m mwn_tf.main", __doc__, lines,
+                          EXIT_CODES), flush=True)
+  except BrokenPipeError:  # `--help | head`: the reader has what it wanted.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def parse_flags(argv):
   """absl's flag parsing, but a bad flag exits 2 in one line (absl: 1, with
-  usage text), like every other configuration error."""
+  usage text), like every other configuration error, and --help prints the
+  settings (`print_help`; absl's own list: --helpfull)."""
+  if any(arg in _HELP for arg in argv[1:]):
+    print_help()
+    sys.exit(0)
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(f"{e} (see --helpshort; every training setting is a --gin_param, "
+    _fail(f"{e} (see --help; every training setting is a --gin_param, "
           f"e.g. --gin_param='train_eval.epochs = 10').", EXIT_CONFIG)
 
 

@@ -6,6 +6,7 @@ is the same on every machine.
 """
 
 import os
+import socket
 from typing import Optional
 
 from absl import logging
@@ -16,6 +17,37 @@ from mwn_tf.data import corruption
 from mwn_tf.data import in_memory
 from mwn_tf.data import preprocessing
 from mwn_tf.data import registry
+
+
+# Where TFDS downloads CIFAR (and CIFAR-N's images) from; probed before a
+# download so that a machine without network fails in seconds, not after
+# the downloader's retries (minutes).
+DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+PROBE_TIMEOUT_S = 5.0
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def unreachable(host=None, timeout: float = PROBE_TIMEOUT_S) -> Optional[str]:
+  """Why `host` (default `DOWNLOAD_HOST`) cannot be reached, or None.
+
+  None too behind a proxy (the downloader goes through it, this probe would
+  not), so a proxy user never gets a false "no network".
+  """
+  if any(os.environ.get(v) for v in _PROXY_VARIABLES):
+    return None
+  host = host or DOWNLOAD_HOST
+  try:
+    socket.create_connection(host, timeout=timeout).close()
+    return None
+  except OSError as e:
+    return f"cannot reach {host[0]}:{host[1]}: {e.strerror or e}"
+
+
+def _is_tfds_downloader(builder) -> bool:
+  # Tests replace download_and_prepare (tfds.testing.mock_data, a fake
+  # network error); the probe guards only TFDS's own downloader.
+  return type(builder).download_and_prepare.__module__.startswith(
+      "tensorflow_datasets.core")
 
 
 def prepare_builder(
@@ -34,14 +66,20 @@ def prepare_builder(
   builder = tfds.builder(name, data_dir=data_dir)
   where = data_dir or tfds.core.constants.DATA_DIR
   offline_fix = (f"With no network: run `tfds build {name}` on a machine "
-                 f"that has one and copy its ~/tensorflow_datasets/{name} "
-                 f"folder to {os.path.join(where, name)}, then pass "
-                 f"data_dir={where!r}.")
+                 f"that has one, copy its ~/tensorflow_datasets/{name} "
+                 f"folder into a folder DIR (as DIR/{name}) and bind "
+                 f"{name}.data_dir = 'DIR' (now {where}); "
+                 f"{name}.download = False then only reads prepared data.")
   if not download:
     if not builder.is_prepared():
       raise FileNotFoundError(f"{name} is not prepared under {where} and "
                               f"download=False. {offline_fix}")
     return builder
+  if not builder.is_prepared() and _is_tfds_downloader(builder):
+    reason = unreachable()
+    if reason:
+      raise FileNotFoundError(f"Could not download {name} into {where} (no "
+                              f"network? {reason}). {offline_fix}")
   try:
     builder.download_and_prepare(download_config=download_config)
   except ImportError as e:

@@ -61,13 +61,18 @@ def check_manual_dir(manual_dir: str) -> None:
   """Raises FileNotFoundError naming the missing folder or file."""
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"Clothing1M manual folder {manual_dir} does not "
-                            f"exist.\n{_INSTRUCTIONS}")
+                            f"exist; bind clothing1m.manual_dir = "
+                            f"'/path/to/release' (or clothing1m.data_dir, "
+                            f"whose downloads/manual/ is the default). "
+                            f"Expected layout:\n{_INSTRUCTIONS}")
   for name in ANNOTATIONS:
     path = os.path.join(manual_dir, "annotations", name)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"Clothing1M annotation file {path} is missing; "
                               f"copy annotations/{name} from the release "
-                              f"there.\n{_INSTRUCTIONS}")
+                              f"there, or bind clothing1m.manual_dir to the "
+                              f"release's folder. Expected layout:\n"
+                              f"{_INSTRUCTIONS}")
 
 
 def _read_kv(path: epath.Path) -> dict:

@@ -385,7 +385,7 @@ class Checkpointer(keras.callbacks.Callback):
     self._state.mark_time()
     path = self.manager.save(checkpoint_number=step)
     self._last_saved = step
-    logging.info("Saved checkpoint %s", path)
+    logging.debug("Saved checkpoint %s", path)  # absl -v 1 shows them.
     return path
 
 

@@ -13,7 +13,8 @@ STOPPED = 3
 WRITE_FAILED = 4
 
 MEANINGS = {
-    DONE: "done: trained, evaluated, results (and exports) written",
+    DONE: "done: trained, evaluated, results (and exports) written, or the "
+          "run had already finished",
     NONFINITE: "stopped at the first NaN/Inf loss or parameter, without "
                "saving it (the line names the step and the last good "
                "checkpoint)",

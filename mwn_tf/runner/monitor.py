@@ -1,14 +1,18 @@
-"""What a run shows while it trains: TensorBoard summaries, figures, history.
+"""What a run shows while it trains: the console, TensorBoard, figures, history.
 
 `TrainingMonitor` (a Keras callback) writes the scalars, the paper's figures
-and the per-sample histograms, and appends each epoch's record to the
-`RunState` history; `SamplePass` is the per-sample loss -> weight pass it
-runs. The rest writes the run's TensorBoard header (hparams, data summary,
-operative config) and marks where a resumed session starts.
+and the per-sample histograms, appends each epoch's record to the `RunState`
+history and prints the epoch's line through `Console`, which also shows the
+progress inside an epoch (a live bar on a terminal, a line every N seconds in
+a log file). `SamplePass` is the per-sample loss -> weight pass it runs. The
+rest writes the run's TensorBoard header (hparams, data summary, operative
+config) and marks where a resumed session starts.
 """
 
 import json
+import logging as std_logging
 import math
+import sys
 import time
 from typing import Callable, Optional
 
@@ -43,6 +47,158 @@ CURVE_PROBES = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 def _current_lr(optimizer) -> float:
   return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+# ----------------------------------------------------------------------------
+def _duration(seconds: float) -> str:
+  """5 -> "5s", 125 -> "2:05", 7384 -> "2:03:04"."""
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds}s"
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return (f"{hours}:{minutes:02d}:{secs:02d}" if hours else
+          f"{minutes}:{secs:02d}")
+
+
+CONSOLE_MODES = ("off", "bar", "lines")
+# The Python loggers of absl (this package's lines) and TensorFlow: a record
+# on either clears the bar before any handler writes it.
+_LOGGERS = ("absl", "tensorflow")
+
+
+def console_mode(verbose) -> str:
+  """`train_eval.verbose` -> a `Console` mode: 0 "off", 1 "bar", 2
+  "lines", "auto" "bar" on a terminal and "lines" otherwise."""
+  if verbose == "auto":
+    return "bar" if sys.stdout.isatty() else "lines"
+  return CONSOLE_MODES[int(verbose)]
+
+
+class Console(keras.callbacks.Callback):
+  """What a run prints while it trains, on stdout.
+
+  Each epoch's line (`line`, from `TrainingMonitor`), and the progress inside
+  an epoch from the global step: mode "bar", a bar redrawn in place (on a
+  terminal; a log record clears it first, so no line is ever glued onto a
+  half-drawn bar); mode "lines", a line every `every_seconds` (in a log file,
+  nohup or SLURM, where a long epoch would otherwise be silent for hours);
+  mode "off", the epoch lines only go to absl INFO.
+
+  Args:
+    mode: one of `CONSOLE_MODES`.
+    steps_per_epoch: full global batches per epoch.
+    total_steps: classifier steps of the whole run (the last epoch may be
+      partial).
+    total_epochs: epochs of the run.
+    every_seconds: interval of the progress lines (mode "lines"); 0: none.
+    stream: where to write (None: `sys.stdout` at the time of writing).
+  """
+
+  _BAR_WIDTH = 24
+  _REDRAW_SECONDS = 0.2
+
+  def __init__(self, mode: str, steps_per_epoch: int, total_steps: int,
+               total_epochs: int, every_seconds: float = 60.0, stream=None):
+    super().__init__()
+    if mode not in CONSOLE_MODES:
+      raise ValueError(f"mode must be one of {CONSOLE_MODES}, got {mode!r}.")
+    self.mode = mode
+    self._steps_per_epoch = int(steps_per_epoch)
+    self._total_steps = int(total_steps)
+    self._total_epochs = int(total_epochs)
+    self._every = float(every_seconds or 0)
+    self._stream = stream
+    self._bar_shown = False
+    self._filter = _ClearBefore(self)
+    self._epoch = 0
+    self._start = self._shown = time.monotonic()
+    self._start_step = 0
+
+  def _out(self):
+    return self._stream or sys.stdout
+
+  def _write(self, text: str) -> None:
+    out = self._out()
+    out.write(text)
+    out.flush()
+
+  def clear(self) -> None:
+    """Erases the bar, if one is drawn, so that a line can follow."""
+    if self._bar_shown:
+      self._write("\r\033[K")
+      self._bar_shown = False
+
+  def line(self, text: str) -> None:
+    """Prints one line (an epoch's summary) above the bar."""
+    if self.mode == "off":
+      logging.info(text)
+      return
+    self.clear()
+    self._write(text + "\n")
+
+  def on_train_begin(self, logs=None):
+    if self.mode == "bar":
+      for name in _LOGGERS:
+        std_logging.getLogger(name).addFilter(self._filter)
+
+  def on_train_end(self, logs=None):
+    self.clear()
+    for name in _LOGGERS:
+      std_logging.getLogger(name).removeFilter(self._filter)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = int(epoch)
+    self._start = self._shown = time.monotonic()
+    self._start_step = int(self.model.optimizer.iterations.numpy())
+
+  def progress(self) -> str:
+    """"epoch e/E: step s/S (p%), r steps/s, ETA t" of the current epoch."""
+    first = self._epoch * self._steps_per_epoch
+    total = min(self._steps_per_epoch, self._total_steps - first)
+    step = int(self.model.optimizer.iterations.numpy())
+    done = step - first
+    elapsed = max(time.monotonic() - self._start, 1e-9)
+    rate = (step - self._start_step) / elapsed
+    eta = (total - done) / rate if rate > 0 else float("inf")
+    return (f"epoch {self._epoch + 1}/{self._total_epochs}: step "
+            f"{done}/{total} ({100 * done / max(total, 1):.0f}%), "
+            f"{rate:.3g} steps/s, ETA {_duration(eta)}")
+
+  def bar(self) -> str:
+    first = self._epoch * self._steps_per_epoch
+    total = min(self._steps_per_epoch, self._total_steps - first)
+    done = int(self.model.optimizer.iterations.numpy()) - first
+    filled = int(self._BAR_WIDTH * done / max(total, 1))
+    head, _, tail = self.progress().partition(": ")
+    return (f"{head} [{'#' * filled}{'.' * (self._BAR_WIDTH - filled)}] "
+            f"{tail}")
+
+  def on_train_batch_end(self, batch, logs=None):
+    now = time.monotonic()
+    if self.mode == "bar" and now - self._shown >= self._REDRAW_SECONDS:
+      self._shown = now
+      self._write("\r\033[K" + self.bar())
+      self._bar_shown = True
+    elif self.mode == "lines" and self._every and (
+        now - self._shown >= self._every):
+      self._shown = now
+      self._write(self.progress() + "\n")
+
+
+class _ClearBefore(std_logging.Filter):
+  """Erases the console's bar before a log record is written (a filter of
+  the loggers, which sees every record before their handlers do)."""
+
+  def __init__(self, console: Console):
+    super().__init__()
+    self._console = console
+
+  def filter(self, record):
+    self._console.clear()
+    return True
 
 
 # ----------------------------------------------------------------------------
@@ -125,6 +281,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     curve_max_loss: the weighting curve is drawn on [0, curve_max_loss].
     write_operative_config: called once per session after the first step.
     on_epoch_recorded: called after each epoch's record is appended.
+    console: prints each epoch's line (None: absl INFO).
   """
 
   def __init__(self, *, writer, state: RunState, sample_pass: SamplePass,
@@ -132,8 +289,10 @@ class TrainingMonitor(keras.callbacks.Callback):
                summary_every_n_steps: int, sample_every_n_epochs: int,
                curve_max_loss: float,
                write_operative_config: Callable[[], None],
-               on_epoch_recorded: Optional[Callable[[], None]] = None):
+               on_epoch_recorded: Optional[Callable[[], None]] = None,
+               console: Optional[Console] = None):
     super().__init__()
+    self._console = console
     self._writer = writer
     self._state = state
     self._sample_pass = sample_pass
@@ -272,12 +431,13 @@ class TrainingMonitor(keras.callbacks.Callback):
     if meta:
       parts.append(f"meta loss {meta.get('loss', float('nan')):.4f}")
     if "weight_clean" in train and train.get("weight_noisy") is not None:
-      parts.append(f"w clean/noisy {train['weight_clean']:.3f}/"
+      parts.append(f"weight clean/noisy {train['weight_clean']:.3f}/"
                    f"{train['weight_noisy']:.3f}")
     parts += [f"test acc {record['test']['accuracy']:.4f} (best {best:.4f})",
               f"lr {record['learning_rate']:.3g}",
-              f"{record['epoch_seconds']:.1f}s"]
-    logging.info(" | ".join(parts))
+              f"time {record['epoch_seconds']:.1f}s"]
+    show = self._console.line if self._console else logging.info
+    show(" | ".join(parts))
 
 
 def _clean_json(obj):

@@ -10,10 +10,13 @@ model, and `default_model_dir` maps a command to its folder.
 
 import dataclasses
 import hashlib
+import inspect
 import math
 import os
+import re
 from typing import List, Sequence
 
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -142,6 +145,10 @@ _RULES = {
                        "a finite number > 0"),
     "export": _BOOL,
     "verbose": _choice_rule((0, 1, 2, "auto")),
+    "reexport": _BOOL,
+    "progress_every_n_seconds": (
+        lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+        "a finite number >= 0 (0: no progress lines)"),
 }
 
 
@@ -248,12 +255,60 @@ def plan_steps(splits, *, dataset: str, epochs: int, train_steps,
                   math.ceil(total_steps / steps_per_epoch), boundaries)
 
 
+_GIN_CALL_LINE = re.compile(r"^\s*In call to configurable ")
+
+
+def name_the_bindings(family: str, message: str, qualify: bool = True) -> str:
+  """`message` of a loader or builder error, in the user's terms: the gin
+  bindings to change.
+
+  Argument names the message mentions as settings (bound by the user, or
+  followed by "=" or "must") become bindings (`noise_rate` ->
+  `digits.noise_rate`); a message that names none (a Keras error inside a
+  builder) gets the family's bound values appended. gin's "In call to
+  configurable" lines are dropped; the message's other lines (a loader's
+  instructions) are kept.
+
+  Args:
+    family: the gin name of the loader or builder, e.g. "digits", "mlp".
+    message: the error's text.
+    qualify: rename argument names in `message` (False for builders, whose
+      errors are mostly Keras' about its layers' arguments: `filters=0` is
+      a layer's, not the binding `small_cnn.filters = (0,)`).
+  """
+  lines = [l for l in str(message).splitlines()
+           if not _GIN_CALL_LINE.match(l)]
+  text = "\n".join(lines).strip()
+  try:
+    params = inspect.signature(gin.get_configurable(family)).parameters
+    bound = gin.get_bindings(family)
+  except (ValueError, TypeError):  # Not a gin configurable.
+    return text
+  named = False
+  for name in params:
+    plain = re.compile(rf"(?<![\w.`']){re.escape(name)}\b")
+    as_setting = re.search(rf"(?<![\w.`']){re.escape(name)}(=|\s+must\b)",
+                           text)
+    if f"{family}.{name}" in text:
+      named = True
+    elif qualify and plain.search(text) and (name in bound or as_setting):
+      text = plain.sub(f"{family}.{name}", text)
+      named = True
+  if not named:
+    values = ", ".join(f"{family}.{k} = {v!r}" for k, v in bound.items())
+    text += (f" (change one of your {family} bindings: {values})" if values
+             else f" (see the {family}.* bindings)")
+  return text
+
+
 def load_data(dataset: str, seed: int):
-  """`mwn_tf.data.get(dataset, seed=seed)`; a loader error is a ConfigError."""
+  """`mwn_tf.data.get(dataset, seed=seed)`; a loader error is a ConfigError
+  naming the `<dataset>.*` binding to change."""
   try:
     return data_lib.get(dataset, seed=int(seed))
   except (ValueError, FileNotFoundError, TypeError) as e:
-    raise ConfigError(f"dataset {dataset!r}: {e}") from e
+    raise ConfigError(f"dataset {dataset!r}: "
+                      f"{name_the_bindings(dataset, e)}") from e
 
 
 def make_optimizer(kind: str, learning_rate, momentum: float = 0.0,
@@ -291,8 +346,10 @@ def build_model(splits, *, model: str, method: str,
   """
   try:
     classifier = models_lib.get(model, splits.num_classes, splits.image_shape)
-  except (ValueError, FileNotFoundError, TypeError) as e:
-    raise ConfigError(f"model {model!r}: {e}") from e
+  except (ValueError, FileNotFoundError, TypeError, KeyError) as e:
+    # Keras' own errors name its layer arguments, not the builder's binding.
+    raise ConfigError(f"model {model!r}: "
+                      f"{name_the_bindings(model, e, qualify=False)}") from e
   weight_net = WeightNet(hidden_units=tuple(weight_net_hidden_units),
                          dtype=classifier.dtype_policy)
   return MetaWeightModel(classifier, weight_net, method=method,

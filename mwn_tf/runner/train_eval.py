@@ -30,7 +30,6 @@ uninterrupted one.
 import functools
 import inspect
 import os
-import sys
 from typing import Optional, Sequence
 
 from absl import logging
@@ -49,10 +48,11 @@ from mwn_tf.runner.settings import ConfigError
 
 
 @gin.configurable("train_eval", module="mwn_tf",
-                  denylist=["model_dir", "strategy"])
+                  denylist=["model_dir", "strategy", "reexport"])
 def train_eval(
     model_dir: str,
     strategy: Optional[tf.distribute.Strategy] = None,
+    reexport: bool = False,
     *,
     method: str = "mwn",
     dataset: str = "cifar10",
@@ -89,16 +89,23 @@ def train_eval(
     sample_every_n_epochs: int = 10,
     curve_max_loss: float = 10.0,
     export: bool = True,
-    verbose="auto") -> dict:
+    verbose="auto",
+    progress_every_n_seconds: float = 60.0) -> dict:
   """Trains a classifier with Meta-Weight-Net (or the baseline) and evaluates.
 
-  Resumes from the newest checkpoint in `model_dir` if there is one.
+  Resumes from the newest checkpoint in `model_dir` if there is one. A run
+  that already finished is not trained or exported again: the results of
+  its results.json come back, with `already_finished` True (raise `epochs`
+  or `train_steps` to train longer; `reexport` writes the final files and
+  exports again).
 
   Args:
     model_dir: output folder (see the module docstring); created if needed.
     strategy: a `tf.distribute.Strategy` (None: the default strategy). The
       model, optimizers, metrics and the checkpoint restore are created in
       its scope; batch sizes are GLOBAL.
+    reexport: if the run already finished, write its final files and
+      exports again (`python -m mwn_tf.main --reexport`).
     method: "mwn" (Algorithm 1) or "baseline" (plain training on the same
       data, model and schedule: every weight 1, no meta step).
     dataset: a `mwn_tf.data` name (digits, cifar10, cifar100, clothing1m,
@@ -138,8 +145,12 @@ def train_eval(
     sample_every_n_epochs: per-sample weight pass interval (0: last only).
     curve_max_loss: the weighting curve covers losses in [0, this].
     export: write the SavedModels at the end.
-    verbose: Keras `fit` verbosity: 0, 1 (progress bar), 2 (one line per
-      epoch), "auto" (1 on a terminal, else 2).
+    verbose: the console: 0 (nothing but absl INFO lines), 1 (one line
+      per epoch under a live progress bar), 2 (one line per epoch, and a
+      progress line every `progress_every_n_seconds` inside an epoch),
+      "auto" (1 on a terminal, else 2).
+    progress_every_n_seconds: interval of the progress lines of
+      `verbose=2` (0: none).
 
   Returns:
     The results dict also written to `model_dir/results.json`.
@@ -165,6 +176,11 @@ def train_eval(
       splits, dataset=dataset, epochs=epochs, train_steps=train_steps,
       batch_size=batch_size, lr_decay_epochs=lr_decay_epochs,
       lr_decay_steps=lr_decay_steps)
+  # Model, optimizers and metrics, in the strategy's scope: before model_dir
+  # is created, so a rejected model setting leaves no folder behind either.
+  state = checkpointing.RunState()
+  with strategy.scope():
+    meta_model, constant_lr = _build(splits, plan, settings)
 
   # The run's folder and its writer. The chief holds the folder's lock for
   # the whole run, from before the clean-up of what killed writes left; a
@@ -176,7 +192,8 @@ def train_eval(
     if out.chief:
       run_dir.remove_unfinished_writes(model_dir, out.exports.values())
     try:
-      return _run(model_dir, strategy, splits, plan, out, signals, settings)
+      return _run(model_dir, strategy, splits, plan, out, signals, settings,
+                  meta_model, constant_lr, state)
     except (OSError, tf.errors.OpError) as e:
       # Disk full and the like, from any writer (checkpoints, summaries,
       # results, exports): one line, and the last checkpoint stays.
@@ -187,14 +204,13 @@ def train_eval(
 
 
 def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
-         out: run_dir.Writer, signals: stopping.SignalStop, s: dict) -> dict:
-  """`train_eval` once the data is loaded and model_dir is locked: build,
-  restore, train, evaluate, write; returns the results."""
+         out: run_dir.Writer, signals: stopping.SignalStop, s: dict,
+         meta_model, constant_lr: bool, state) -> dict:
+  """`train_eval` once the data is loaded, the model built and model_dir
+  locked: restore, train, evaluate, write; returns the results."""
   method, export = s["method"], s["export"]
-  # Model, optimizers, metrics and the restore, in the strategy's scope.
-  state = checkpointing.RunState()
+  # The restore, in the strategy's scope.
   with strategy.scope():
-    meta_model, constant_lr = _build(splits, plan, s)
     checkpoint = checkpointing.make_checkpoint(meta_model, state)
     manager, restored = checkpointing.restore(
         checkpoint, model_dir, out.save_dir, s["max_checkpoints_to_keep"])
@@ -214,8 +230,12 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
       model_dir)
   state.start_session()
   step = int(meta_model.optimizer.iterations.numpy())
-  start_epoch, skip = _resume_point(state, step, plan, restored,
-                                    s["train_steps"])
+  _check_not_shorter(state, step, plan, restored, s["train_steps"])
+  if restored and step >= plan.total_steps and not s["reexport"]:
+    previous = _finished_results(model_dir, export)
+    if previous is not None:
+      return previous
+  start_epoch, skip = _resume_point(state, step, plan, restored)
 
   # Summaries and results.
   if out.chief:
@@ -244,6 +264,9 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
     monitor_lib.operative_config_summary(
         writer, text, int(meta_model.optimizer.iterations.numpy()))
 
+  console = monitor_lib.Console(
+      monitor_lib.console_mode(s["verbose"]), plan.steps_per_epoch,
+      plan.total_steps, plan.num_epochs, s["progress_every_n_seconds"])
   sample_pass = monitor_lib.SamplePass(meta_model, strategy)
   sample_data = lambda: splits.train_for_eval(s["eval_batch_size"], strategy)
   monitor = monitor_lib.TrainingMonitor(
@@ -253,7 +276,7 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
       sample_every_n_epochs=s["sample_every_n_epochs"],
       curve_max_loss=s["curve_max_loss"],
       write_operative_config=write_operative_config,
-      on_epoch_recorded=lambda: results(False))
+      on_epoch_recorded=lambda: results(False), console=console)
 
   # The loop.
   try:
@@ -265,10 +288,9 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
         test_data=splits.test(s["eval_batch_size"], strategy),
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
                              s["checkpoint_every_n_steps"], signals,
-                             mid_epoch=skip > 0),
-        # Progress bars on a terminal, one line per epoch in logs.
-        verbose=(1 if sys.stdout.isatty() else 2) if s["verbose"] == "auto"
-        else s["verbose"])
+                             mid_epoch=skip > 0, console=console),
+        # `console` shows the progress and the epoch lines, not Keras.
+        verbose=0)
     stop = signals.requested()
     if stop:
       # Trained to the end (its checkpoint is written); the final files are
@@ -308,9 +330,10 @@ def bound_settings() -> dict:
 
 
 def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
-               signals: stopping.SignalStop, mid_epoch: bool) -> list:
+               signals: stopping.SignalStop, mid_epoch: bool, console) -> list:
   """NaN guard, monitor, checkpointer: in this order, so a bad step is never
-  recorded or saved, and a stop on a signal saves what was recorded."""
+  recorded or saved, and a stop on a signal saves what was recorded; then
+  the console's progress."""
   metric_variables = meta_model.checkpoint_items()["metrics"]
   return [
       checkpointing.NonFiniteGuard(
@@ -323,7 +346,26 @@ def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
           metric_variables,
           # Mid-epoch: the epoch's running means continue from the checkpoint.
           [np.asarray(v) for v in metric_variables] if mid_epoch else None,
-          signals.requested)]
+          signals.requested),
+      console]
+
+
+def _finished_results(model_dir: str, export: bool) -> Optional[dict]:
+  """The results of a run that already finished (None if its results.json
+  is missing or not final, or its exports are: then the end is redone)."""
+  try:
+    previous = run_dir.read_results(model_dir)
+  except (OSError, ValueError):
+    return None
+  exports = previous.get("exports") or {}
+  exported = bool(exports) and all(tf.io.gfile.exists(p)
+                                   for p in exports.values())
+  if not previous.get("finished") or (export and not exported):
+    return None
+  # The caller says so (main: "already finished: ..."); absl -v 1 here.
+  logging.debug("%s already finished: %d steps.", model_dir,
+                previous["steps"])
+  return {**previous, "already_finished": True}
 
 
 def _build(splits, plan: settings_lib.StepPlan, s: dict):
@@ -350,24 +392,30 @@ def _build(splits, plan: settings_lib.StepPlan, s: dict):
   return meta_model, constant
 
 
+def _check_not_shorter(state, step: int, plan: settings_lib.StepPlan,
+                       restored: Optional[str], train_steps: Optional[int]):
+  """Refuses a run shorter than what the restored one has already done."""
+  start_epoch = int(state.epochs_done.numpy())
+  if not restored or (start_epoch <= plan.num_epochs and
+                      step <= plan.total_steps):
+    return
+  folder = os.path.dirname(os.path.dirname(restored))
+  if train_steps:
+    raise ConfigError(
+        f"the run in {folder} has done {step} steps ({start_epoch} epochs), "
+        f"more than train_eval.train_steps = {train_steps}; bind "
+        f"train_eval.train_steps >= {step} to continue it, or use another "
+        f"--model_dir.")
+  raise ConfigError(
+      f"the run in {folder} has {start_epoch} epochs done (step {step}), more "
+      f"than train_eval.epochs = {plan.num_epochs}; bind train_eval.epochs >= "
+      f"{start_epoch} to continue it, or use another --model_dir.")
+
+
 def _resume_point(state, step: int, plan: settings_lib.StepPlan,
-                  restored: Optional[str], train_steps: Optional[int]):
+                  restored: Optional[str]):
   """(first epoch to train, its steps already done) of a restored run."""
   start_epoch = int(state.epochs_done.numpy())
-  if start_epoch > plan.num_epochs or step > plan.total_steps:
-    # A shorter run asked of a folder that went further.
-    folder = os.path.dirname(os.path.dirname(restored))
-    if train_steps:
-      raise ConfigError(
-          f"the run in {folder} has done {step} steps ({start_epoch} epochs), "
-          f"more than train_eval.train_steps = {train_steps}; bind "
-          f"train_eval.train_steps >= {step} to continue it, or use another "
-          f"--model_dir.")
-    raise ConfigError(
-        f"the run in {folder} has {start_epoch} epochs done (step {step}), "
-        f"more than train_eval.epochs = {plan.num_epochs}; bind "
-        f"train_eval.epochs >= {start_epoch} to continue it, or use another "
-        f"--model_dir.")
   # The last epoch may be partial (train_steps), so cap at total_steps.
   skip = step - min(start_epoch * plan.steps_per_epoch, plan.total_steps)
   if not 0 <= skip < plan.steps_per_epoch:
@@ -422,7 +470,7 @@ def _resolved(settings: dict) -> dict:
       return v.item()
     return v
   return {k: plain(v) for k, v in settings.items()
-          if k not in ("model_dir", "strategy")}
+          if k not in ("model_dir", "strategy", "reexport")}
 
 
 def _final_weights(samples: dict) -> dict:

@@ -454,6 +454,11 @@ BAD_SETTINGS = [
     ("export", "no", {}, "train_eval.export must be True or False"),
     ("verbose", 3, {}, "train_eval.verbose must be one of 0, 1, 2, 'auto'"),
     ("verbose", True, {}, "train_eval.verbose must be one of 0, 1, 2"),
+    ("reexport", "yes", {}, "train_eval.reexport must be True or False"),
+    ("progress_every_n_seconds", -1, {}, "train_eval.progress_every_n_seconds"
+     " must be a finite number >= 0"),
+    ("progress_every_n_seconds", INF, {}, "train_eval.progress_every_n_"
+     "seconds must be a finite number >= 0"),
 ]
 
 
@@ -527,7 +532,8 @@ ACCEPTED = {
     "checkpoint_every_n_steps": [0, 1], "max_checkpoints_to_keep": [1],
     "summary_every_n_steps": [0], "sample_every_n_epochs": [0],
     "curve_max_loss": [1e-3], "export": [False],
-    "verbose": [0, 1, 2, "auto"],
+    "verbose": [0, 1, 2, "auto"], "reexport": [True, False],
+    "progress_every_n_seconds": [0, 0.001, 60],
 }
 
 
@@ -552,12 +558,12 @@ def test_every_shipped_gin_file_passes():
     (["--gin_param=train_eval.curve_max_loss = -1.0"],
      "train_eval.curve_max_loss must be a finite number > 0, got -1.0.", True),
     (["--model_dir="], "--model_dir is empty", True),
-    # These need the data or the strategy, so model_dir exists by then (it
-    # stays empty).
+    # These need the data or the strategy: refused before model_dir is
+    # created all the same.
     (["--gin_param=train_eval.batch_size = 5000"],
-     "train_eval.batch_size must be <= the 1197 training examples", False),
+     "train_eval.batch_size must be <= the 1197 training examples", True),
     (["--tpu=my-tpu"], "--tpu='my-tpu' was given with --strategy='default'",
-     False),
+     True),
 ])
 def test_cli_refuses_bad_values_in_one_line(tmp_path, capsys, argv, message,
                                             checked_before_model_dir):
