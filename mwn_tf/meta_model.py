@@ -55,6 +55,11 @@ import tensorflow as tf
 
 from mwn_tf import fast_step
 from mwn_tf.models.batch_norm import synchronize_batchnorm
+from mwn_tf.replicas import cross_replica_sum
+from mwn_tf.replicas import global_results
+from mwn_tf.replicas import num_replicas
+from mwn_tf.replicas import replica_local
+from mwn_tf.replicas import replica_mean
 from mwn_tf.weight_net import WeightNet
 
 METHODS = ("mwn", "baseline")
@@ -74,29 +79,6 @@ def per_sample_loss(labels, logits):
   """
   return keras.ops.sparse_categorical_crossentropy(
       labels, logits, from_logits=True)
-
-
-def cross_replica_sum(x):
-  """Sums `x` (a tensor or a list of them) over replicas.
-
-  Differentiable (the gradient of an all-sum is an all-sum), so it may sit
-  inside a tape; the identity on one replica and in cross-replica context.
-  """
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return x
-  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
-
-
-def replica_local(x):
-  """The identity: a sum that stays on this replica (see `virtual_step`)."""
-  return x
-
-
-def num_replicas():
-  """Replicas in sync in the current context (1 outside any strategy)."""
-  ctx = tf.distribute.get_replica_context()
-  return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
 def loss_coefficients(weights, mode, total=cross_replica_sum):
@@ -447,41 +429,17 @@ class MetaWeightModel(keras.Model):
 
     # The train batch's forward pass, in training mode: stage 1
     # differentiates it, and stage 3 reuses it (same θ, same batch).
-    with tf.GradientTape(persistent=True,
-                         watch_accessed_variables=False) as tape:
-      tape.watch(theta)
-      logits, new_state, reg = self.classifier.stateless_call(
-          theta, state, x, training=True, return_losses=True)
-      losses = per_sample_loss(y, logits)
+    tape, logits, new_state, reg, losses = self.train_forward(theta, state,
+                                                              x, y)
 
     def virtual_and_meta_update():
-      alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
-      # Sums of stages 1-2: global (exact) or this replica's (class doc).
-      total = cross_replica_sum if self.virtual_step == "global" else (
-          replica_local)
-      meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
-      moving = [theta[i] for i in self._virtual]  # all of θ unless fast
       with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
         meta_tape.watch(phi)
         # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
-        coeffs = loss_coefficients(
-            self.weights_for(tf.stop_gradient(losses)),
-            self.normalize_weights, total)
-        grads = total(tape.gradient(
-            losses, moving,
-            output_gradients=fast_step.scaled([coeffs], scale)[0]))
-        fast_theta = list(theta)
-        for i, g in zip(self._virtual, grads):
-          fast_theta[i] = theta[i] - tf.cast(alpha, g.dtype) * (
-              fast_step.unscale(g, scale))
+        fast_theta = self.virtual_weights(tape, losses, theta, scale)
         # Stage 2: meta loss of the virtual classifier on the clean batch.
-        meta_logits, _ = self.classifier.stateless_call(
-            fast_theta, state, x_meta, training=True)
-        meta_losses = per_sample_loss(y_meta, meta_logits)
-        # This replica's share of the global meta-batch mean (loss-scaled).
-        meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
-                                                      meta_losses.dtype)
-        meta_loss = fast_step.scaled([meta_loss], meta_scale)[0]
+        meta_loss, meta_losses, meta_logits = self.meta_objective(
+            fast_theta, state, x_meta, y_meta, meta_scale)
       meta_grads = meta_tape.gradient(meta_loss, phi)
       # The second-order pass kept S (`unscale`); V's optimizer removes S_V.
       meta_grads = fast_step.scaled(meta_grads, fast_step.inverse(scale))
@@ -498,14 +456,75 @@ class MetaWeightModel(keras.Model):
     # reuses stage 1's forward (same θ, same batch) through the kept tape.
     weights = tf.stop_gradient(self.weights_for(tf.stop_gradient(losses)))
     coeffs = loss_coefficients(weights, self.normalize_weights)
-    grads = tape.gradient(
-        [losses] + list(reg), theta,
-        output_gradients=fast_step.scaled([coeffs] + self._shares(reg),
-                                          scale))
+    grads = self.actual_gradients(tape, losses, reg, theta, coeffs, scale)
     del tape
     self._apply_classifier_update(grads, theta, new_state, scale)
     self._update_weight_metrics(weights, noisy)
     return self._report(losses, coeffs, logits, y, weights, noisy)
+
+  # --------------------------------------------------------------------------
+  # The passes of the step, one method each; `train_step` above composes
+  # them, and `mwn_tf.benchmark.passes` times them one at a time.
+  # --------------------------------------------------------------------------
+  def train_forward(self, theta, state, x, y):
+    """The forward pass on train images `x` `[n, ...]`, labels `y` `[n]`,
+    in training mode at values `theta` (trainable) and `state`.
+
+    Returns (persistent tape watching `theta`, logits `[n, K]`, new state,
+    regularisation losses, per-sample losses `[n]`)."""
+    with tf.GradientTape(persistent=True,
+                         watch_accessed_variables=False) as tape:
+      tape.watch(theta)
+      logits, new_state, reg = self.classifier.stateless_call(
+          theta, state, x, training=True, return_losses=True)
+      losses = per_sample_loss(y, logits)
+    return tape, logits, new_state, reg, losses
+
+  def virtual_weights(self, tape, losses, theta, scale=1):
+    """Stage 1: θ̂(Θ) = θ − α_t ∇θ Σ c_i(Θ) L_i(θ), a list like `theta`.
+
+    Plain SGD at the classifier optimizer's current rate on the
+    `virtual_layers` variables, through `train_forward`'s `tape` and its
+    `[n]` `losses` (fed to V detached); `scale`: the classifier's loss
+    scale. Differentiable w.r.t. V when an enclosing tape watches it."""
+    alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
+    # Sums of stages 1-2: global (exact) or this replica's (class doc).
+    total = cross_replica_sum if self.virtual_step == "global" else (
+        replica_local)
+    moving = [theta[i] for i in self._virtual]  # all of θ unless fast
+    coeffs = loss_coefficients(self.weights_for(tf.stop_gradient(losses)),
+                               self.normalize_weights, total)
+    grads = total(tape.gradient(
+        losses, moving, output_gradients=fast_step.scaled([coeffs], scale)[0]))
+    fast_theta = list(theta)
+    for i, g in zip(self._virtual, grads):
+      fast_theta[i] = theta[i] - tf.cast(alpha, g.dtype) * (
+          fast_step.unscale(g, scale))
+    return fast_theta
+
+  def meta_objective(self, fast_theta, state, x_meta, y_meta, meta_scale=1):
+    """Stage 2's objective: the loss of θ̂ (`fast_theta`) on the meta batch
+    `x_meta` `[m, ...]`, `y_meta` `[m]`, in training mode; `state` unchanged.
+
+    Returns (this replica's share of the global meta-batch mean, scaled by
+    V's `meta_scale`; per-sample meta losses `[m]`; meta logits `[m, K]`)."""
+    meta_n = cross_replica_sum(tf.cast(tf.shape(y_meta)[0], tf.float32))
+    meta_logits, _ = self.classifier.stateless_call(
+        fast_theta, state, x_meta, training=True)
+    meta_losses = per_sample_loss(y_meta, meta_logits)
+    meta_loss = tf.reduce_sum(meta_losses) / tf.cast(meta_n,
+                                                  meta_losses.dtype)
+    return (fast_step.scaled([meta_loss], meta_scale)[0], meta_losses,
+            meta_logits)
+
+  def actual_gradients(self, tape, losses, reg, theta, coeffs, scale=1):
+    """Stage 3's gradient ∇θ (Σ c_i L_i + reg) through `train_forward`'s
+    `tape`, for `[n]` `coeffs` (no gradient into them): this replica's
+    share, one tensor per entry of `theta`, scaled by `scale`."""
+    return tape.gradient(
+        [losses] + list(reg), theta,
+        output_gradients=fast_step.scaled([coeffs] + self._shares(reg),
+                                          scale))
 
   # --------------------------------------------------------------------------
   def _apply_classifier_update(self, grads, theta, new_state, scale=1):
@@ -516,7 +535,7 @@ class MetaWeightModel(keras.Model):
     # Their aggregation is NONE, so in a replica context each replica writes
     # its own copy: write the same replica mean everywhere.
     for variable, value in zip(self.classifier.non_trainable_variables,
-                               _replica_mean(new_state)):
+                               replica_mean(new_state)):
       variable.assign(value)
 
   @staticmethod
@@ -555,7 +574,7 @@ class MetaWeightModel(keras.Model):
     m["weighted_loss"].update_state(
         cross_replica_sum(tf.reduce_sum(coeffs * losses)))
     m["accuracy"].update_state(y, logits)
-    return _global_results(self.metrics)
+    return global_results(self.metrics)
 
   @staticmethod
   def _sum(reg):
@@ -568,7 +587,7 @@ class MetaWeightModel(keras.Model):
     m = self._train_metrics
     m["loss"].update_state(per_sample_loss(y, logits))
     m["accuracy"].update_state(y, logits)
-    return _global_results([m["loss"], m["accuracy"]])
+    return global_results([m["loss"], m["accuracy"]])
 
   # --------------------------------------------------------------------------
   def _read_pair(self, data):
@@ -618,45 +637,6 @@ class MetaWeightModel(keras.Model):
       with tf.control_dependencies(checks):
         y = tf.identity(y)
     return y
-
-
-def _global_results(metrics):
-  """{name: result} of `metrics` over ALL replicas, for a step's logs.
-
-  In a replica context `metric.result()` sees only this replica's share, and
-  Keras reduces the per-replica logs by a plain mean (first replica on TPU):
-  not the global value when replicas hold different counts (`weight_clean`).
-  One all-reduce of the metrics' few scalars makes every replica report the
-  global result, so any of those reductions is exact.
-  """
-  # tf.identity: a read of an on-read variable carries no device, which
-  # MultiWorkerMirroredStrategy's all-reduce needs.
-  local = [[tf.identity(v.value) for v in m.variables]
-           for m in metrics]
-  total = cross_replica_sum(local)
-  logs = {m.name: m.stateless_result(v) for m, v in zip(metrics, total)}
-  strategy = tf.distribute.get_strategy()
-  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
-      strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
-    # Keras 3 reduces logs across workers with strategy.reduce(MEAN, v,
-    # axis=0), which fails on scalars (tensorflow/tensorflow#72388); it
-    # reduces [1]-vectors to the scalars wanted.
-    logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
-  return logs
-
-
-def _replica_mean(state):
-  """Floating tensors averaged over replicas; others (e.g. RNG seeds, which
-  every replica advances identically) unchanged."""
-  n = num_replicas()
-  floats = [i for i, s in enumerate(state) if s.dtype.is_floating]
-  if n == 1 or not floats:
-    return state
-  summed = cross_replica_sum([state[i] for i in floats])
-  state = list(state)
-  for i, total in zip(floats, summed):
-    state[i] = total / n
-  return state
 
 
 # Registered this way (not with @gin.configurable on the class) because Keras 3

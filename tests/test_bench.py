@@ -1,7 +1,6 @@
-"""Issue 6: the benchmark harness, the exact step's variants, the fast modes
-and mixed precision.
+"""Issue 6: the exact step's variants, the fast modes and mixed precision
+(the benchmark harness's own tests: tests/benchmark/).
 
-* The harness runs and reports every column (timings are never asserted).
 * Every EXACT variant passes the exactness tests of tests/test_meta_model.py,
   unchanged: they run here again with `mwn_tf.MetaWeightModel` swapped for
   the variant (XLA; loss scaling in float64, which must not change the math).
@@ -20,94 +19,9 @@ import tensorflow as tf
 import keras
 
 import mwn_tf
-from mwn_tf import bench
 import test_meta_model as core
 
 N, M, D, K = core.N, core.M, core.D, core.K
-
-
-# ----------------------------------------------------------------- harness --
-def test_benchmark_smoke_reports_every_column():
-  modes = ["exact", "last1+interval2", "exact+meta4"]
-  results = bench.run(modes, model="mlp", batch_size=8, input_shape=(8, 8, 1),
-                      rounds=2, steps=2, warmup=1, log=None)
-  assert [r.mode for r in results] == ["plain"] + modes
-  for r in results:
-    assert r.ms > 0 and r.examples_per_s > 0 and r.steps >= 4
-    assert r.ms_range[0] <= r.ms <= r.ms_range[1]
-    assert r.ratio_range[0] <= r.ratio <= r.ratio_range[1]
-    assert r.peak_mib is None or r.peak_mib >= 0
-  assert results[0].ratio == 1.0
-  table = bench.to_markdown(results, command="python -m mwn_tf.bench",
-                            model="mlp", batch_size=8, input_shape=(8, 8, 1),
-                            rounds=2, steps=2)
-  header = table.splitlines()[4]
-  for column in ("mode", "options", "ms/step", "range", "× plain",
-                 "examples/s", "peak MiB"):
-    assert column in header, column
-  rows = [l for l in table.splitlines() if l.startswith("| ")][1:]
-  assert len(rows) == len(results)
-  assert all(row.count("|") == header.count("|") for row in rows)
-
-
-def test_kerasbn_token_builds_keras_batch_norm_only_inside_the_mode():
-  import keras  # pylint: disable=g-import-not-at-top
-  from mwn_tf.models.batch_norm import MetaBatchNormalization  # pylint: disable=g-import-not-at-top
-
-  def bn_types(mode):
-    net, _ = bench.build(bench.parse_mode(mode), "small_cnn", 8, (8, 8, 1), 10)
-    return {type(l) for l in net.classifier.layers
-            if isinstance(l, keras.layers.BatchNormalization)}
-
-  assert bn_types("exact+kerasbn") == {keras.layers.BatchNormalization}
-  assert bn_types("exact") == {MetaBatchNormalization}   # restored after
-
-
-def test_pass_breakdown_smoke_reports_every_pass():
-  results = bench.pass_breakdown("small_cnn", batch_size=8,
-                                 input_shape=(8, 8, 1), rounds=2, warmup=1,
-                                 log=None)
-  assert [r.mode for r in results] == list(bench.PASSES)
-  for r in results:
-    assert r.ms > 0 and r.ms_range[0] <= r.ms <= r.ms_range[1]
-  assert results[0].ratio == 1.0
-  table = bench.passes_markdown(results, command="python -m mwn_tf.bench")
-  rows = [l for l in table.splitlines() if l.startswith("| ")][1:]
-  assert [row.split(" | ")[0][2:] for row in rows] == list(bench.PASSES)
-
-
-def test_conv_floor_smoke_counts_every_conv_kernel():
-  floor = bench.conv_floor("small_cnn", batch_size=8, input_shape=(8, 8, 1),
-                           rounds=2, repeats=2, log=None)
-  assert floor.layers == 2   # small_cnn's default: two conv blocks
-  assert set(floor.kernel_ms) == set(bench.CONV_KERNELS)
-  assert all(ms > 0 for ms in floor.kernel_ms.values())
-  assert floor.ratio_range[0] <= floor.ratio <= floor.ratio_range[1]
-  # Not a timing: exact - 3 * plain is one forward pass of every conv but
-  # the first (4 forwards against 3 backward pairs), so > 3 whatever the
-  # kernels cost, with two or more conv layers.
-  assert floor.ratio_range[0] > 3
-  table = bench.conv_floor_markdown(floor, command="python -m mwn_tf.bench")
-  rows = [l for l in table.splitlines() if l.startswith("| ")][1:]
-  assert [row.split(" | ")[0][2:] for row in rows] == list(bench.CONV_KERNELS)
-  assert "exact / plain" in table
-  with pytest.raises(ValueError, match="no Conv2D"):
-    bench.conv_floor("mlp", batch_size=8, input_shape=(8, 8, 1), log=None)
-
-
-def test_parse_mode():
-  mode = bench.parse_mode("last1+interval4+meta25+xla+bf16")
-  assert mode.model_kwargs == {"virtual_layers": 1, "meta_interval": 4}
-  assert mode.compile_kwargs == {"jit_compile": True}
-  assert (mode.meta_batch_size, mode.dtype) == (25, "mixed_bfloat16")
-  assert bench.parse_mode("plain").model_kwargs == {"method": "baseline"}
-  assert bench.parse_mode("plain+kerasbn").keras_bn
-  assert not bench.parse_mode("exact").keras_bn
-  assert "Keras BatchNormalization" in bench.describe("exact+kerasbn")
-  with pytest.raises(ValueError, match="Unknown benchmark mode token"):
-    bench.parse_mode("exact+fast")
-  with pytest.raises(ValueError, match="no MW-Net options"):
-    bench.parse_mode("plain+interval2")
 
 
 # ---------------------------------------------- exact variants, same tests --

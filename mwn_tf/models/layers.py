@@ -16,9 +16,8 @@ because the paper's numbers come from that code:
   so we use `VarianceScaling(distribution="untruncated_normal")`.
 """
 
-import contextlib
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple, Type, Union
 
 import keras
 from keras import ops
@@ -99,34 +98,37 @@ def conv3x3(x, filters: int, stride: int, name: str, kernel_initializer,
       kernel_initializer=kernel_initializer, dtype=dtype, name=name)(x)
 
 
-_BATCH_NORM = [MetaBatchNormalization]
+BatchNormClass = Optional[Type[keras.layers.BatchNormalization]]
 
 
-@contextlib.contextmanager
-def keras_batch_norm():
-  """Within it, `batch_norm` builds Keras' own BatchNormalization (for A/B
-  comparisons such as `python -m mwn_tf.bench --modes=exact,exact+kerasbn`)."""
-  _BATCH_NORM.append(keras.layers.BatchNormalization)
-  try:
-    yield
-  finally:
-    _BATCH_NORM.pop()
-
-
-def batch_norm_class():
-  """The BatchNorm class `batch_norm` builds (see `keras_batch_norm`)."""
-  return _BATCH_NORM[-1]
+def batch_norm_class(batch_norm_cls: BatchNormClass = None):
+  """The BatchNorm class the builders use: `batch_norm_cls`, or by default
+  `MetaBatchNormalization`."""
+  return batch_norm_cls or MetaBatchNormalization
 
 
 def batch_norm(x, name: str, dtype: str, momentum: float = TORCH_BN_MOMENTUM,
-               epsilon: float = TORCH_BN_EPSILON):
+               epsilon: float = TORCH_BN_EPSILON,
+               batch_norm_cls: BatchNormClass = None):
   """BatchNorm over the last (channel) axis; gamma 1, beta 0 like PyTorch.
 
-  A `MetaBatchNormalization`: Keras' layer, variables and values, with a
-  hand-written second derivative that keeps the exact meta step's memory down
-  (see mwn_tf/models/batch_norm.py).
+  Args:
+    x: `[..., channels]`.
+    name: layer name.
+    dtype: layer dtype policy name.
+    momentum: Keras momentum (0.9 = PyTorch's 0.1).
+    epsilon: variance epsilon.
+    batch_norm_cls: the layer class; None is `MetaBatchNormalization`:
+      Keras' layer, variables and values, with a hand-written second
+      derivative that keeps the exact meta step's memory down (see
+      mwn_tf/models/batch_norm.py). `keras.layers.BatchNormalization` gives
+      the autodiff second derivative (`python -m mwn_tf.bench
+      --modes=exact,exact+kerasbn` compares the two).
+
+  Returns:
+    `x`'s shape.
   """
-  return batch_norm_class()(
+  return batch_norm_class(batch_norm_cls)(
       axis=-1, momentum=momentum, epsilon=epsilon, dtype=dtype, name=name)(x)
 
 

@@ -22,7 +22,8 @@ _STAGE_FILTERS = (16, 32, 64)
 
 
 def _basic_block(x, filters: int, stride: int, name: str, dtype: str,
-                 bn_momentum: float, bn_epsilon: float):
+                 bn_momentum: float, bn_epsilon: float,
+                 batch_norm_cls: L.BatchNormClass = None):
   """Post-activation block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)).
 
   Args:
@@ -33,6 +34,7 @@ def _basic_block(x, filters: int, stride: int, name: str, dtype: str,
     dtype: layer dtype policy name.
     bn_momentum: Keras BatchNorm momentum.
     bn_epsilon: BatchNorm epsilon.
+    batch_norm_cls: the BatchNorm layer class (None: the default).
 
   Returns:
     `[batch, ceil(h / stride), ceil(w / stride), filters]`.
@@ -44,22 +46,26 @@ def _basic_block(x, filters: int, stride: int, name: str, dtype: str,
   else:
     shortcut = x
   y = L.conv3x3(x, filters, stride, f"{name}_conv1", init, dtype)
-  y = L.batch_norm(y, f"{name}_bn1", dtype, bn_momentum, bn_epsilon)
+  y = L.batch_norm(y, f"{name}_bn1", dtype, bn_momentum, bn_epsilon,
+                   batch_norm_cls)
   y = keras.layers.ReLU(dtype=dtype, name=f"{name}_relu1")(y)
   y = L.conv3x3(y, filters, 1, f"{name}_conv2", init, dtype)
-  y = L.batch_norm(y, f"{name}_bn2", dtype, bn_momentum, bn_epsilon)
+  y = L.batch_norm(y, f"{name}_bn2", dtype, bn_momentum, bn_epsilon,
+                   batch_norm_cls)
   y = keras.layers.Add(dtype=dtype, name=f"{name}_add")([y, shortcut])
   return keras.layers.ReLU(dtype=dtype, name=f"{name}_out")(y)
 
 
 @register("resnet32")
-@gin.configurable("resnet32", denylist=["num_classes", "input_shape"])
+@gin.configurable("resnet32",
+                  denylist=["num_classes", "input_shape", "batch_norm_cls"])
 def resnet32(num_classes: int,
              input_shape: Sequence[int] = (32, 32, 3),
              blocks_per_stage: int = 5,
              bn_momentum: float = L.TORCH_BN_MOMENTUM,
              bn_epsilon: float = L.TORCH_BN_EPSILON,
-             dtype: L.DType = None) -> keras.Model:
+             dtype: L.DType = None,
+             batch_norm_cls: L.BatchNormClass = None) -> keras.Model:
   """Builds the CIFAR ResNet-32 used by Meta-Weight-Net.
 
   Args:
@@ -70,6 +76,8 @@ def resnet32(num_classes: int,
     bn_epsilon: BatchNorm epsilon (PyTorch's 1e-5).
     dtype: None (the global Keras policy), "float32", "float64" or a mixed
       policy name.
+    batch_norm_cls: the BatchNorm layer class; None: MetaBatchNormalization
+      (see `layers.batch_norm`). Not a gin setting.
 
   Returns:
     A functional `keras.Model` named "resnet{6n+2}": images
@@ -80,13 +88,14 @@ def resnet32(num_classes: int,
                        name="images")
   x = L.conv3x3(inputs, _STAGE_FILTERS[0], 1, "stem_conv",
                 L.kaiming_normal("fan_in"), dtype)
-  x = L.batch_norm(x, "stem_bn", dtype, bn_momentum, bn_epsilon)
+  x = L.batch_norm(x, "stem_bn", dtype, bn_momentum, bn_epsilon,
+                   batch_norm_cls)
   x = keras.layers.ReLU(dtype=dtype, name="stem_relu")(x)
   for stage, filters in enumerate(_STAGE_FILTERS, start=1):
     for block in range(1, blocks_per_stage + 1):
       stride = 2 if (stage > 1 and block == 1) else 1
       x = _basic_block(x, filters, stride, f"stage{stage}_block{block}",
-                       dtype, bn_momentum, bn_epsilon)
+                       dtype, bn_momentum, bn_epsilon, batch_norm_cls)
   x = keras.layers.GlobalAveragePooling2D(dtype=dtype, name="avg_pool")(x)
   logits = keras.layers.Dense(
       num_classes,

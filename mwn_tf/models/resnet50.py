@@ -73,23 +73,27 @@ def backbone(model: keras.Model) -> keras.Model:
                      name="resnet50_backbone")
 
 
-def _clone_layer(layer: keras.layers.Layer, bn_momentum: float):
-  """A fresh copy of `layer` from its config; BatchNorm becomes the registry's
-  BatchNorm class (`L.batch_norm_class()`) at momentum `bn_momentum`."""
+def _clone_layer(layer: keras.layers.Layer, bn_momentum: float,
+                 batch_norm_cls: L.BatchNormClass = None):
+  """A fresh copy of `layer` from its config; BatchNorm becomes the builders'
+  BatchNorm class (`L.batch_norm_class(batch_norm_cls)`) at momentum
+  `bn_momentum`."""
   config = layer.get_config()
   if isinstance(layer, keras.layers.BatchNormalization):
     config["momentum"] = float(bn_momentum)
-    return L.batch_norm_class().from_config(config)
+    return L.batch_norm_class(batch_norm_cls).from_config(config)
   return layer.__class__.from_config(config)
 
 
 @register("resnet50")
-@gin.configurable("resnet50", denylist=["num_classes", "input_shape"])
+@gin.configurable("resnet50",
+                  denylist=["num_classes", "input_shape", "batch_norm_cls"])
 def resnet50(num_classes: int,
              input_shape: Sequence[int] = (224, 224, 3),
              weights_path: Optional[str] = None,
              bn_momentum: float = L.TORCH_BN_MOMENTUM,
-             dtype: L.DType = None) -> keras.Model:
+             dtype: L.DType = None,
+             batch_norm_cls: L.BatchNormClass = None) -> keras.Model:
   """Builds ResNet-50 + Dense(num_classes), optionally from local weights.
 
   Args:
@@ -105,6 +109,8 @@ def resnet50(num_classes: int,
       ImageNet weights were trained with.
     dtype: None (the global Keras policy), "float32", "float64" or a mixed
       policy name.
+    batch_norm_cls: the BatchNorm layer class; None: MetaBatchNormalization
+      (see `layers.batch_norm`). Not a gin setting.
 
   Returns:
     A flat functional `keras.Model` named "resnet50": images
@@ -125,12 +131,13 @@ def resnet50(num_classes: int,
     features = keras.applications.ResNet50(
         include_top=False, weights=None, input_tensor=inputs,
         input_shape=tuple(input_shape), pooling="avg")
-  # The same graph with every BatchNorm a MetaBatchNormalization (same
+  # The same graph with every BatchNorm of the builders' class (same
   # config, names and weight order, so the weight files still load; see
   # layers.batch_norm), at the chosen momentum.
   features = keras.models.clone_model(
       features, input_tensors=[inputs],
-      clone_function=lambda layer: _clone_layer(layer, bn_momentum))
+      clone_function=lambda layer: _clone_layer(layer, bn_momentum,
+                                                batch_norm_cls))
   if weights_path is None:
     logging.info("resnet50: weights_path is None, training the ResNet-50 "
                  "backbone from scratch (random init; the paper starts "

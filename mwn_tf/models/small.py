@@ -14,14 +14,16 @@ from mwn_tf.models.registry import register
 
 
 @register("mlp")
-@gin.configurable("mlp", denylist=["num_classes", "input_shape"])
+@gin.configurable("mlp",
+                  denylist=["num_classes", "input_shape", "batch_norm_cls"])
 def mlp(num_classes: int,
         input_shape: Sequence[int] = (8, 8, 1),
         hidden_sizes: Sequence[int] = (128,),
         batch_norm: bool = False,
         bn_momentum: float = L.TORCH_BN_MOMENTUM,
         bn_epsilon: float = L.TORCH_BN_EPSILON,
-        dtype: L.DType = None) -> keras.Model:
+        dtype: L.DType = None,
+        batch_norm_cls: L.BatchNormClass = None) -> keras.Model:
   """Builds Flatten -> [Dense -> (BN) -> ReLU] * len(hidden_sizes) -> Dense.
 
   Args:
@@ -34,6 +36,8 @@ def mlp(num_classes: int,
     bn_epsilon: BatchNorm epsilon.
     dtype: None (the global Keras policy), "float32", "float64" or a mixed
       policy name.
+    batch_norm_cls: the BatchNorm layer class; None: MetaBatchNormalization
+      (see `layers.batch_norm`). Not a gin setting.
 
   Returns:
     A functional `keras.Model` named "mlp": `[batch, *input_shape]` ->
@@ -48,7 +52,8 @@ def mlp(num_classes: int,
                            kernel_initializer=L.kaiming_normal("fan_in"),
                            dtype=dtype, name=f"dense{i}")(x)
     if batch_norm:
-      x = L.batch_norm(x, f"bn{i}", dtype, bn_momentum, bn_epsilon)
+      x = L.batch_norm(x, f"bn{i}", dtype, bn_momentum, bn_epsilon,
+                       batch_norm_cls)
     x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
   logits = keras.layers.Dense(
       num_classes, kernel_initializer=L.kaiming_normal("fan_in"),
@@ -57,13 +62,15 @@ def mlp(num_classes: int,
 
 
 @register("small_cnn")
-@gin.configurable("small_cnn", denylist=["num_classes", "input_shape"])
+@gin.configurable("small_cnn",
+                  denylist=["num_classes", "input_shape", "batch_norm_cls"])
 def small_cnn(num_classes: int,
               input_shape: Sequence[int] = (8, 8, 1),
               filters: Sequence[int] = (32, 64),
               bn_momentum: float = L.TORCH_BN_MOMENTUM,
               bn_epsilon: float = L.TORCH_BN_EPSILON,
-              dtype: L.DType = None) -> keras.Model:
+              dtype: L.DType = None,
+              batch_norm_cls: L.BatchNormClass = None) -> keras.Model:
   """Builds [Conv3x3 -> BN -> ReLU -> MaxPool2] * len(filters) -> GAP -> Dense.
 
   Works at any input size: 8x8 -> 4x4 -> 2x2 on digits, 32x32 -> 16x16 ->
@@ -77,6 +84,8 @@ def small_cnn(num_classes: int,
     bn_epsilon: BatchNorm epsilon.
     dtype: None (the global Keras policy), "float32", "float64" or a mixed
       policy name.
+    batch_norm_cls: the BatchNorm layer class; None: MetaBatchNormalization
+      (see `layers.batch_norm`). Not a gin setting.
 
   Returns:
     A functional `keras.Model` named "small_cnn": images
@@ -88,7 +97,8 @@ def small_cnn(num_classes: int,
   x = inputs
   for i, width in enumerate(filters, start=1):
     x = L.conv3x3(x, width, 1, f"conv{i}", L.kaiming_normal("fan_in"), dtype)
-    x = L.batch_norm(x, f"bn{i}", dtype, bn_momentum, bn_epsilon)
+    x = L.batch_norm(x, f"bn{i}", dtype, bn_momentum, bn_epsilon,
+                     batch_norm_cls)
     x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
     # "same" pooling rounds up, so a 1x1 map passes through, never vanishes.
     x = keras.layers.MaxPooling2D(2, padding="same", dtype=dtype,

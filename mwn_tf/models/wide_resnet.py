@@ -22,7 +22,7 @@ from mwn_tf.models.registry import register
 
 def _preact_block(x, filters: int, stride: int, dropout_rate: float,
                   name: str, dtype: str, bn_momentum: float,
-                  bn_epsilon: float):
+                  bn_epsilon: float, batch_norm_cls: L.BatchNormClass = None):
   """Pre-activation block: shortcut + conv(drop(relu(bn(conv(relu(bn(x))))))).
 
   Args:
@@ -34,12 +34,14 @@ def _preact_block(x, filters: int, stride: int, dropout_rate: float,
     dtype: layer dtype policy name.
     bn_momentum: Keras BatchNorm momentum.
     bn_epsilon: BatchNorm epsilon.
+    batch_norm_cls: the BatchNorm layer class (None: the default).
 
   Returns:
     `[batch, ceil(h / stride), ceil(w / stride), filters]`.
   """
   init = L.kaiming_normal("fan_out")
-  pre = L.batch_norm(x, f"{name}_bn1", dtype, bn_momentum, bn_epsilon)
+  pre = L.batch_norm(x, f"{name}_bn1", dtype, bn_momentum, bn_epsilon,
+                     batch_norm_cls)
   pre = keras.layers.ReLU(dtype=dtype, name=f"{name}_relu1")(pre)
   if x.shape[-1] == filters and stride == 1:
     # Equal widths: the identity carries the raw input, not the activated one.
@@ -51,7 +53,8 @@ def _preact_block(x, filters: int, stride: int, dropout_rate: float,
         filters, 1, strides=stride, padding="valid", use_bias=False,
         kernel_initializer=init, dtype=dtype, name=f"{name}_shortcut")(pre)
   y = L.conv3x3(pre, filters, stride, f"{name}_conv1", init, dtype)
-  y = L.batch_norm(y, f"{name}_bn2", dtype, bn_momentum, bn_epsilon)
+  y = L.batch_norm(y, f"{name}_bn2", dtype, bn_momentum, bn_epsilon,
+                   batch_norm_cls)
   y = keras.layers.ReLU(dtype=dtype, name=f"{name}_relu2")(y)
   if dropout_rate > 0:
     y = keras.layers.Dropout(dropout_rate, dtype=dtype,
@@ -61,7 +64,8 @@ def _preact_block(x, filters: int, stride: int, dropout_rate: float,
 
 
 @register("wide_resnet")
-@gin.configurable("wrn", denylist=["num_classes", "input_shape"])
+@gin.configurable("wrn",
+                  denylist=["num_classes", "input_shape", "batch_norm_cls"])
 def wide_resnet(num_classes: int,
                 input_shape: Sequence[int] = (32, 32, 3),
                 depth: int = 28,
@@ -69,7 +73,8 @@ def wide_resnet(num_classes: int,
                 dropout_rate: float = 0.0,
                 bn_momentum: float = L.TORCH_BN_MOMENTUM,
                 bn_epsilon: float = L.TORCH_BN_EPSILON,
-                dtype: L.DType = None) -> keras.Model:
+                dtype: L.DType = None,
+                batch_norm_cls: L.BatchNormClass = None) -> keras.Model:
   """Builds WRN-depth-k; the defaults are MW-Net's WRN-28-10, no dropout.
 
   Args:
@@ -82,6 +87,8 @@ def wide_resnet(num_classes: int,
     bn_epsilon: BatchNorm epsilon (PyTorch's 1e-5).
     dtype: None (the global Keras policy), "float32", "float64" or a mixed
       policy name.
+    batch_norm_cls: the BatchNorm layer class; None: MetaBatchNormalization
+      (see `layers.batch_norm`). Not a gin setting.
 
   Returns:
     A functional `keras.Model` named "wrn{depth}_{k}": images
@@ -103,8 +110,9 @@ def wide_resnet(num_classes: int,
       stride = 2 if (stage > 1 and block == 1) else 1
       x = _preact_block(x, width * widen_factor, stride, dropout_rate,
                         f"stage{stage}_block{block}", dtype, bn_momentum,
-                        bn_epsilon)
-  x = L.batch_norm(x, "final_bn", dtype, bn_momentum, bn_epsilon)
+                        bn_epsilon, batch_norm_cls)
+  x = L.batch_norm(x, "final_bn", dtype, bn_momentum, bn_epsilon,
+                   batch_norm_cls)
   x = keras.layers.ReLU(dtype=dtype, name="final_relu")(x)
   x = keras.layers.GlobalAveragePooling2D(dtype=dtype, name="avg_pool")(x)
   logits = keras.layers.Dense(

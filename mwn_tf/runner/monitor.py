@@ -4,9 +4,10 @@
 and the per-sample histograms, appends each epoch's record to the `RunState`
 history and prints the epoch's line through `Console`, which also shows the
 progress inside an epoch (a live bar on a terminal, a line every N seconds in
-a log file). `SamplePass` is the per-sample loss -> weight pass it runs. The
-rest writes the run's TensorBoard header (hparams, data summary, operative
-config) and marks where a resumed session starts.
+a log file). The per-sample pass (`mwn_tf.analysis.samples`) and the figures
+(`mwn_tf.analysis.figures`) are the analysis tool's own. The rest writes the
+run's TensorBoard header (hparams, data summary, operative config) and marks
+where a resumed session starts.
 """
 
 import json
@@ -24,8 +25,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.summary.writer import event_file_writer
 
-from mwn_tf import plots
-from mwn_tf.meta_model import per_sample_loss
+from mwn_tf.analysis import figures
 from mwn_tf.runner.checkpointing import RunState
 
 
@@ -201,49 +201,6 @@ class _ClearBefore(std_logging.Filter):
     return True
 
 
-# ----------------------------------------------------------------------------
-class SamplePass:
-  """Per-sample loss and weight over a one-pass dataset (inference mode).
-
-  Losses come from the classifier in inference mode (BatchNorm moving
-  statistics, no augmentation), weights from V applied to those losses; the
-  baseline's weights are 1, as in its training.
-  """
-
-  def __init__(self, model, strategy: Optional[tf.distribute.Strategy] = None):
-    self._model = model
-    self._strategy = strategy or tf.distribute.get_strategy()
-    mwn = model.method == "mwn"
-
-    @tf.function(reduce_retracing=True)
-    def step(batch):
-      logits = model.classifier(batch["image"], training=False)
-      losses = per_sample_loss(batch["label"], logits)
-      weights = model.weights_for(losses) if mwn else tf.ones_like(losses)
-      return {"index": batch["index"], "label": batch["label"],
-              "clean_label": batch["clean_label"],
-              "is_noisy": batch["is_noisy"], "loss": tf.cast(losses, tf.float32),
-              "weight": tf.cast(weights, tf.float32)}
-
-    self._step = step
-
-  def __call__(self, dataset) -> dict:
-    """Returns numpy arrays (index, label, clean_label, is_noisy, loss,
-    weight), each `[N]`, sorted by index."""
-    parts = []
-    distributed = not isinstance(dataset, tf.data.Dataset)
-    for batch in dataset:
-      if distributed:
-        out = self._strategy.run(self._step, args=(batch,))
-        parts.extend(self._strategy.experimental_local_results(out))
-      else:
-        parts.append(self._step(batch))
-    result = {k: np.concatenate([np.asarray(p[k]) for p in parts])
-              for k in parts[0]}
-    order = np.argsort(result["index"], kind="stable")
-    return {k: v[order] for k, v in result.items()}
-
-
 def _mean(values, mask):
   return float(np.mean(values[mask])) if mask.any() else float("nan")
 
@@ -273,7 +230,8 @@ class TrainingMonitor(keras.callbacks.Callback):
   Args:
     writer: the run's summary writer.
     state: the run's `RunState` (history is appended here).
-    sample_pass: a `SamplePass`; `sample_data()` gives its dataset (the
+    sample_pass: dataset -> per-sample arrays (`analysis.samples.
+      sample_pass` with the model); `sample_data()` gives its dataset (the
       training split in order, `DataSplits.train_for_eval`).
     total_epochs: number of epochs of the run.
     summary_every_n_steps: step scalar interval (0: epoch ends only).
@@ -282,15 +240,18 @@ class TrainingMonitor(keras.callbacks.Callback):
     write_operative_config: called once per session after the first step.
     on_epoch_recorded: called after each epoch's record is appended.
     console: prints each epoch's line (None: absl INFO).
+    caption: what the run is (`figures.caption`: dataset, noise type and
+      rate), put with the epoch under every figure's title.
   """
 
-  def __init__(self, *, writer, state: RunState, sample_pass: SamplePass,
+  def __init__(self, *, writer, state: RunState, sample_pass: Callable,
                sample_data: Callable, total_epochs: int,
                summary_every_n_steps: int, sample_every_n_epochs: int,
                curve_max_loss: float,
                write_operative_config: Callable[[], None],
                on_epoch_recorded: Optional[Callable[[], None]] = None,
-               console: Optional[Console] = None):
+               console: Optional[Console] = None,
+               caption: str = ""):
     super().__init__()
     self._console = console
     self._writer = writer
@@ -303,6 +264,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     self._grid = np.linspace(0.0, float(curve_max_loss), 201, dtype=np.float32)
     self._write_operative_config = write_operative_config
     self._on_epoch_recorded = on_epoch_recorded
+    self._caption = caption
     self._config_written = False
     self._epoch_start = time.time()
     self._epoch_lr = float("nan")
@@ -374,8 +336,8 @@ class TrainingMonitor(keras.callbacks.Callback):
       if self._mwn:
         curve = self.curve()
         record["curve"] = np.round(curve[::10], 5).tolist()
-        plots.png_summary("meta/weighting_function", plots.weighting_function(
-            curve[:, 0], curve[:, 1], f"(epoch {epoch + 1})"), step)
+        figures.summary("meta/weighting_function", figures.weighting_function(
+            curve[:, 0], curve[:, 1], context=self._context(epoch + 1)), step)
         for probe in CURVE_PROBES:
           if probe <= self._grid[-1]:
             tf.summary.scalar(f"meta/weight_at_loss/{probe:g}", float(
@@ -399,9 +361,10 @@ class TrainingMonitor(keras.callbacks.Callback):
       for mask, part in ((~noisy, "clean"), (noisy, "corrupted")):
         if mask.any():
           tf.summary.histogram(f"train/{name}/{part}", values[mask], step=step)
-    plots.png_summary(
-        "train/sample_weight_distribution", plots.sample_distribution(
-            arrays["loss"], arrays["weight"], noisy, f"(epoch {epoch + 1})"),
+    figures.summary(
+        "train/sample_weight_distribution", figures.weight_distribution(
+            arrays["weight"], loss=arrays["loss"], is_noisy=noisy,
+            title="Training samples", context=self._context(epoch + 1)),
         step)
     out = {"weight_clean": _mean(arrays["weight"], ~noisy),
            "weight_noisy": _mean(arrays["weight"], noisy),
@@ -418,9 +381,15 @@ class TrainingMonitor(keras.callbacks.Callback):
       return
     get = lambda k: [t.get(k) if t.get(k) is not None else float("nan")
                      for t in train]
-    plots.png_summary("train/weight_variation", plots.weight_variation(
-        [h["epoch"] for h in history], get("weight_clean"),
-        get("weight_noisy"), get("weight_mean")), step)
+    epochs = [h["epoch"] for h in history]
+    figures.summary("train/weight_variation", figures.weight_variation(
+        epochs, get("weight_clean"), get("weight_noisy"),
+        mean=get("weight_mean"), context=", ".join(
+            p for p in (self._caption, f"epochs {epochs[0]}–{epochs[-1]}")
+            if p)), step)
+
+  def _context(self, epoch: int) -> str:
+    return ", ".join(p for p in (self._caption, f"epoch {epoch}") if p)
 
   def _log(self, record, best):
     train, meta = record["train"], record["meta"]

@@ -38,6 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mwn_tf.analysis import figures
+from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.runner import checkpointing
 from mwn_tf.runner import epochs as epochs_lib
 from mwn_tf.runner import monitor as monitor_lib
@@ -267,7 +269,9 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
   console = monitor_lib.Console(
       monitor_lib.console_mode(s["verbose"]), plan.steps_per_epoch,
       plan.total_steps, plan.num_epochs, s["progress_every_n_seconds"])
-  sample_pass = monitor_lib.SamplePass(meta_model, strategy)
+  sample_models = samples_lib.KerasModels(meta_model)
+  sample_pass = lambda data: samples_lib.sample_pass(sample_models, data,
+                                                     strategy)
   sample_data = lambda: splits.train_for_eval(s["eval_batch_size"], strategy)
   monitor = monitor_lib.TrainingMonitor(
       writer=writer, state=state, sample_pass=sample_pass,
@@ -276,7 +280,9 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
       sample_every_n_epochs=s["sample_every_n_epochs"],
       curve_max_loss=s["curve_max_loss"],
       write_operative_config=write_operative_config,
-      on_epoch_recorded=lambda: results(False), console=console)
+      on_epoch_recorded=lambda: results(False), console=console,
+      caption=figures.caption(s["dataset"], data_summary.get("noise_type"),
+                              data_summary.get("noise_rate")))
 
   # The loop.
   try:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mwn_tf import plots
 from mwn_tf.runner import checkpointing
 from mwn_tf.runner import monitor
 
@@ -89,20 +88,3 @@ def test_run_state_round_trips_through_a_checkpoint(tmp_path):
 def test_history_is_strict_json():
   assert monitor._clean_json({"a": [float("nan"), 1.0], "b": np.float32(np.inf)}
                         ) == {"a": [None, 1.0], "b": None}
-
-
-@pytest.mark.parametrize("png", [
-    lambda: plots.weighting_function(np.linspace(0, 5, 11),
-                                     np.linspace(0.6, 0.1, 11), "(epoch 1)"),
-    lambda: plots.sample_distribution(np.arange(6.0), np.linspace(0, 1, 6),
-                                      np.array([0, 1, 0, 1, 0, 0], bool)),
-    lambda: plots.sample_distribution(np.arange(3.0), np.ones(3),
-                                      np.zeros(3, bool)),  # nothing corrupted
-    lambda: plots.weight_variation([1, 2, 3], [0.5, 0.6, np.nan],
-                                   [0.4, 0.2, 0.1], [0.45, 0.4, 0.3]),
-])
-def test_figures_are_pngs(png):
-  image = tf.image.decode_png(png(), channels=4)
-  assert image.shape[0] > 100 and image.shape[1] > 100
-  # Not a blank canvas.
-  assert len(np.unique(image.numpy().reshape(-1, 4), axis=0)) > 10

@@ -53,6 +53,7 @@ def save(self, *args, **kwargs):
 
 tf.train.CheckpointManager.save = save
 sys.argv = ["mwn_tf.main"] + sys.argv[1:]
+from mwn_tf import main
 main.run()
 '''
 
@@ -79,6 +80,7 @@ def save(self, *args, **kwargs):
 
 tf.train.CheckpointManager.save = save
 sys.argv = ["mwn_tf.main"] + sys.argv[1:]
+from mwn_tf import main
 main.run()
 '''
 

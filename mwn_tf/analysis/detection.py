@@ -4,7 +4,8 @@ The per-sample table (`Samples`: index, label, loss, weight and, when the
 corruption is known, clean_label / is_noisy), its ranking (lowest weight
 first), the detection metrics of "low weight => corrupted label" against
 the known corruption, and the .npz files these come from. NumPy and
-scikit-learn only; `mwn_tf.analyze` is the command line on top.
+scikit-learn only; `mwn_tf.analyze` is the command line on top, and
+`mwn_tf.analysis.report` writes these for a run.
 """
 
 import csv

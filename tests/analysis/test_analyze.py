@@ -1,5 +1,5 @@
 """Detection metrics, ranking, figures and CLI of `mwn_tf.analyze` on
-generated run folders in the runner's file formats (see mwn_tf/train.py)."""
+generated run folders in the runner's file formats."""
 
 import csv
 import itertools
@@ -13,9 +13,12 @@ import pytest
 from matplotlib import image as mpl_image
 import tensorflow as tf
 
+from helpers import REPO
 from mwn_tf import analyze
-from mwn_tf import detection
-from mwn_tf.detection import AnalysisError
+from mwn_tf.analysis import detection
+from mwn_tf.analysis import report as report_lib
+from mwn_tf.analysis import sources
+from mwn_tf.analysis.detection import AnalysisError
 
 
 def _samples(weight, noisy, label=None, loss=None, clean_label=None):
@@ -221,7 +224,7 @@ def _assert_png(path, min_bytes=8000):
 def test_analyze_run_dir(tmp_path):
   model_dir = str(tmp_path / "run")
   truth = _write_run(model_dir)
-  out = analyze.analyze(model_dir)
+  out = report_lib.analyze(model_dir)
   assert out["num_samples"] == 400 and out["notes"] == []
   report = json.load(open(os.path.join(model_dir, "analysis",
                                        "detection.json")))
@@ -246,8 +249,8 @@ def test_analyze_run_dir(tmp_path):
 def test_weight_variation_from_tensorboard_events(tmp_path):
   model_dir = str(tmp_path / "run")
   _write_run(model_dir, history=False, events=True)
-  x, clean, noisy, xlabel, where = analyze.read_weight_variation(
-      analyze.find_run_files(model_dir))
+  x, clean, noisy, xlabel, where = sources.read_weight_variation(
+      sources.find_run_files(model_dir))
   np.testing.assert_array_equal(x, [10, 20, 30])
   np.testing.assert_allclose(clean, [0.6, 0.7, 0.8], rtol=1e-6)
   np.testing.assert_allclose(noisy, [0.4, 0.3, 0.2], rtol=1e-6)
@@ -257,7 +260,7 @@ def test_weight_variation_from_tensorboard_events(tmp_path):
 def test_missing_weight_variation_is_a_note(tmp_path):
   model_dir = str(tmp_path / "run")
   _write_run(model_dir, history=False)
-  out = analyze.analyze(model_dir, make_figures=True)
+  out = report_lib.analyze(model_dir, make_figures=True)
   assert "weight_variation" not in out["figures"]
   assert any("weight_variation.png not drawn" in n for n in out["notes"])
 
@@ -277,8 +280,8 @@ def test_ablation_figure_over_several_runs(tmp_path):
   json.dump(results, open(results_path, "w"))
   with open(os.path.join(dirs[2], "operative_config.gin"), "w") as f:
     f.write("train_eval.weight_net_hidden_units = (10,)\n")
-  out = analyze.analyze(dirs[0], out_dir=str(tmp_path / "out"),
-                        ablation_dirs=dirs)
+  out = report_lib.analyze(dirs[0], out_dir=str(tmp_path / "out"),
+                           ablation_dirs=dirs)
   _assert_png(out["figures"]["ablation"])
   runs = json.load(open(tmp_path / "out" / "ablation.json"))
   assert [r["label"] for r in runs] == ["100", "100", "10", "50-50",
@@ -294,11 +297,11 @@ def test_missing_files_name_the_file_and_command(tmp_path):
   with pytest.raises(AnalysisError,
                      match=r"no sample_weights.npz.*operative_config.gin"
                      r".*python -m mwn_tf.main"):
-    analyze.analyze(str(model_dir))
+    report_lib.analyze(str(model_dir))
   with pytest.raises(AnalysisError, match="not a directory"):
-    analyze.analyze(str(tmp_path / "nope"))
+    report_lib.analyze(str(tmp_path / "nope"))
   with pytest.raises(AnalysisError, match="has no results.json"):
-    analyze.ablation_figure([str(model_dir.parent)], str(tmp_path / "o"))
+    report_lib.ablation_figure([str(model_dir.parent)], str(tmp_path / "o"))
 
 
 # ------------------------------------------------------------------ scoring
@@ -358,8 +361,8 @@ def _score_data(path, n=50, **overrides):
 def test_score_new_data(tmp_path, exports, classifier_key, weight_key):
   paths, classifier, weight_net = exports
   data = _score_data(str(tmp_path / "new.npz"))
-  out = analyze.score(paths[classifier_key], paths[weight_key],
-                      str(tmp_path / "new.npz"))
+  out = report_lib.score(paths[classifier_key], paths[weight_key],
+                         str(tmp_path / "new.npz"))
   assert out["out_dir"] == str(tmp_path / "new_scores")
   logits = np.asarray(classifier(data["x"][..., None]), np.float64)
   want_loss = (np.log(np.exp(logits).sum(-1)) -
@@ -412,15 +415,15 @@ def test_score_input_errors(tmp_path, exports, make, message):
   _score_data(path)
   make(path)
   with pytest.raises(AnalysisError, match=message):
-    analyze.score(paths["classifier"], paths["weight_net"], path)
+    report_lib.score(paths["classifier"], paths["weight_net"], path)
 
 
 def test_not_a_savedmodel(tmp_path, exports):
   _score_data(str(tmp_path / "new.npz"))
   with pytest.raises(AnalysisError, match=r"no saved_model.pb.*export/"
                      r"weight_net"):
-    analyze.score(exports[0]["classifier"], str(tmp_path),
-                  str(tmp_path / "new.npz"))
+    report_lib.score(exports[0]["classifier"], str(tmp_path),
+                     str(tmp_path / "new.npz"))
 
 
 # ---------------------------------------------------------------------- CLI
@@ -471,7 +474,7 @@ def test_smoke_run_then_analyze(tmp_path):
   the runner's sample_weights.npz."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  repo = REPO
   model_dir = str(tmp_path / "smoke")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   subprocess.run([sys.executable, "-m", "mwn_tf.main",
@@ -488,10 +491,10 @@ def test_smoke_run_then_analyze(tmp_path):
   report = json.load(open(os.path.join(model_dir, "analysis",
                                        "detection.json")))
   assert report["num_known"] == 1197  # digits: 1797 - 500 test - 100 meta.
-  files = analyze.find_run_files(model_dir)
+  files = sources.find_run_files(model_dir)
   stored = detection.load_samples(files.samples)
   for source in ("exports", "checkpoint"):
-    again, _ = analyze.recompute_samples(files, source)
+    again, _ = sources.recompute_samples(files, source)
     np.testing.assert_array_equal(again.index, stored.index)
     np.testing.assert_array_equal(again.label, stored.label)
     np.testing.assert_array_equal(again.clean_label, stored.clean_label)
@@ -502,3 +505,52 @@ def test_smoke_run_then_analyze(tmp_path):
                         f"--model_dir={model_dir}", "--flag_rate=2"],
                        cwd=repo, env=env, capture_output=True, text=True)
   assert bad.returncode == 1 and "--flag_rate=2" in bad.stderr
+
+
+# ---------------------------------------------------------------- settings
+def test_settings_come_from_results_json_before_the_gin_text(tmp_path):
+  """Runs since issue 14 record every train_eval argument in results.json's
+  `settings`; older runs (no `settings`) fall back to hparams and gin."""
+  gin_text = ("train_eval.dataset = 'cifar10'\ntrain_eval.seed = 5\n"
+              "train_eval.weight_net_hidden_units = (10,)\n")
+  new = {"settings": {"dataset": "digits", "model": "mlp", "method": "mwn",
+                      "seed": 3, "weight_net_hidden_units": [50, 50]}}
+  got = sources.run_settings(new, gin_text)
+  assert (got["dataset"], got["seed"], got["model"]) == ("digits", 3, "mlp")
+  assert got["weight_net_hidden_units"] == (50, 50)
+  old = sources.run_settings({"hparams": {"weight_net_hidden_units": "7"}},
+                             gin_text)
+  assert (old["dataset"], old["seed"], old["method"]) == ("cifar10", 5, "mwn")
+  assert old["weight_net_hidden_units"] == (7,)
+  assert sources.run_settings({}, "")["weight_net_hidden_units"] == (100,)
+  # The ablation reads V's size from `settings` too.
+  model_dir = str(tmp_path / "run")
+  _write_run(model_dir, units=(100,))
+  results = json.load(open(os.path.join(model_dir, "results.json")))
+  results["settings"] = {"method": "mwn", "weight_net_hidden_units": [20]}
+  json.dump(results, open(os.path.join(model_dir, "results.json"), "w"))
+  assert report_lib.describe_run(model_dir)["hidden_units"] == [20]
+
+
+def test_an_old_run_dir_still_analyses(tmp_path):
+  """A model_dir written before results.json had `settings` (the runner of
+  f615b35, tests/fixtures/old_run_f615b35): the classifier and V rebuilt
+  from its settings and restored from its checkpoint give its stored
+  per-sample losses and weights, and the whole analysis runs on it."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "old_run")
+  shutil.copytree(os.path.join(REPO, "tests", "fixtures", "old_run_f615b35"),
+                  model_dir)
+  assert "settings" not in json.load(open(os.path.join(model_dir,
+                                                       "results.json")))
+  files = sources.find_run_files(model_dir)
+  stored = detection.load_samples(files.samples)
+  again, _ = sources.recompute_samples(files, "checkpoint")
+  np.testing.assert_array_equal(again.index, stored.index)
+  np.testing.assert_array_equal(again.label, stored.label)
+  np.testing.assert_allclose(again.loss, stored.loss, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
+  out = report_lib.analyze(model_dir, source="checkpoint")
+  assert out["num_samples"] == 1197 and out["detection"] is not None
+  assert set(out["figures"]) == {"weighting_function", "weight_distribution",
+                                 "weight_variation"}
