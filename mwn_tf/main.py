@@ -10,7 +10,10 @@ Flags are infrastructure only; every scientific choice is a gin binding of
 rerunning the same command resumes the same run, and rerunning a finished
 run says so and exits. The console shows one line per epoch (and the progress
 inside long epochs); `-v 0` (absl's --verbosity) brings back TensorFlow's and
-absl's own log lines. `--help` lists every setting.
+absl's own log lines. `--help` lists every setting and the exit statuses
+(mwn_tf/runner/exit_codes.py): 0 done, 1 NaN/Inf, 2 bad configuration or
+model_dir in use by another run, 3 stopped by SIGTERM/SIGINT with a
+checkpoint, 4 a write failed (disk full); one line on stderr for each.
 """
 
 import contextlib
@@ -30,6 +33,7 @@ from absl import flags
 from absl import logging
 import gin
 
+from mwn_tf.runner import exit_codes
 from mwn_tf.runner import usage
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), in order; "
@@ -50,16 +54,8 @@ FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
-EXIT_NONFINITE, EXIT_CONFIG = 1, 2
-# ISSUE-16: the exit-code table belongs to the issue-16 module (exit codes,
-# SIGTERM/SIGINT, the model_dir lock); when it lands, render ITS table here
-# (import it) instead of this one.
-EXIT_CODES = ((0, "done (or the run had already finished)"),
-              (EXIT_NONFINITE, "training stopped on a NaN/Inf loss; the "
-               "message names the step and the last good checkpoint"),
-              (EXIT_CONFIG, "a bad flag, gin file, binding or setting, or an "
-               "unwritable model_dir; one message naming the fix, nothing "
-               "written"))
+EXIT_NONFINITE, EXIT_CONFIG = exit_codes.NONFINITE, exit_codes.CONFIG
+EXIT_CODES = tuple(sorted(exit_codes.MEANINGS.items()))
 
 
 def _fail(message: str, status: int) -> None:
@@ -297,7 +293,8 @@ def main(argv):
   with native_stderr_filtered():
     # pylint: disable=g-import-not-at-top
     import tensorflow as tf
-    from mwn_tf.runner import checkpointing, settings, strategy, train_eval
+    from mwn_tf.runner import checkpointing, run_dir, settings, stopping
+    from mwn_tf.runner import strategy, train_eval
     # pylint: enable=g-import-not-at-top
     tf.config.list_physical_devices()  # Where CUDA's start-up errors come.
   if not loud():
@@ -328,6 +325,15 @@ def main(argv):
     _fail(_config_message(e), EXIT_CONFIG)
   except checkpointing.NonFiniteError as e:
     _fail(f"training stopped: {_first_line(e)}", EXIT_NONFINITE)
+  except stopping.Stopped as e:
+    print(f"mwn_tf.main: {e}", file=sys.stderr, flush=True)
+    sys.exit(exit_codes.STOPPED)
+  except run_dir.WriteError as e:
+    _fail(str(e), exit_codes.WRITE_FAILED)
+  except KeyboardInterrupt:
+    # Ctrl-C before training started (no handler yet): nothing to save.
+    _fail("stopped by SIGINT before training started; nothing was trained. "
+          "Rerun the same command to start.", exit_codes.STOPPED)
   _report(results, model_dir)
 
 

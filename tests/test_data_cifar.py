@@ -122,7 +122,8 @@ def test_long_tail_with_noise_counts():
 
 def test_default_noise_meta_is_1000():
   with tfds.testing.mock_data(num_examples=N_MOCK):
-    with pytest.raises(ValueError, match="num_meta=1000 asks 100 per class"):
+    with pytest.raises(ValueError,
+                       match="cifar10.num_meta = 1000 asks 100 per class"):
       mwn_tf.data.get("cifar10", noise_type="uniform", noise_rate=0.4)
 
 

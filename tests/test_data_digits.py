@@ -186,7 +186,7 @@ def test_batch_larger_than_train_message():
     (dict(noise_type="hierarchical", noise_rate=0.2),
      "digits has none"),
     (dict(imbalance_factor=0.1), "imbalance_factor must be >= 1"),
-    (dict(num_meta=5000), "lower num_meta to at most"),
+    (dict(num_meta=5000), "lower digits.num_meta to at most"),
 ])
 def test_bad_inputs(kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -124,7 +124,8 @@ def _splits(name: str, num_classes: int, *, label_set: str, data_dir,
                      f"{label_set} in [0, {num_classes}); rebuild the TFDS "
                      f"dataset from the official label files.")
   meta, rest = corruption.split_meta(clean, num_meta, num_classes,
-                                     corruption.rng_for(seed, 1))
+                                     corruption.rng_for(seed, 1),
+                                     f"{name}.num_meta")
   noisy = observed[rest] != clean[rest]
   rate = float(noisy.mean()) if rest.size else 0.0
   full_rate = float(np.mean(observed != clean))

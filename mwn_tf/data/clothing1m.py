@@ -338,7 +338,8 @@ def clothing1m(data_dir: Optional[str] = None,
   if num_meta is not None:
     val_labels = _labels(builder, "clean_val")
     chosen, _ = corruption.split_meta(val_labels, num_meta, len(CLASS_NAMES),
-                                      corruption.rng_for(seed, 1))
+                                      corruption.rng_for(seed, 1),
+                                      "clothing1m.num_meta")
     meta_keep = np.zeros(val_labels.shape[0], bool)
     meta_keep[chosen] = True
     meta_counts = np.bincount(val_labels[chosen], minlength=len(CLASS_NAMES))

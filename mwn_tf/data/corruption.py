@@ -16,6 +16,7 @@ Corruptions follow Shu et al., "Meta-Weight-Net", NeurIPS 2019, Sec. 5:
 """
 
 import dataclasses
+import math
 from typing import Optional, Sequence
 
 from absl import logging
@@ -53,9 +54,9 @@ def validate(noise_type: str, noise_rate: float, imbalance_factor: float,
     raise ValueError(f"hierarchical noise needs superclasses, and {dataset} "
                      "has none; use cifar100 (coarse_label) or an .npz with a "
                      "'superclass' array, or pick uniform/flip/flip2.")
-  if not float(imbalance_factor) >= 1.0:
-    raise ValueError(f"imbalance_factor must be >= 1 (1 = balanced), got "
-                     f"{imbalance_factor}.")
+  if not 1.0 <= float(imbalance_factor) < math.inf:
+    raise ValueError(f"imbalance_factor must be >= 1 (1 = balanced) and "
+                     f"finite, got {imbalance_factor}.")
 
 
 def transition_matrix(noise_type: str, noise_rate: float, num_classes: int,
@@ -141,31 +142,35 @@ def long_tail_counts(n_max: int, num_classes: int,
 
 
 def split_meta(labels: np.ndarray, num_meta: int, num_classes: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, binding: str = "num_meta"
+               ) -> tuple[np.ndarray, np.ndarray]:
   """Takes a class-balanced meta set out of the source training split.
 
   Args:
     labels: [n] clean labels of the source training split.
-    num_meta: total meta examples; must be divisible by num_classes.
+    num_meta: total meta examples; a positive multiple of num_classes (the
+      meta step needs examples).
     num_classes: K.
     rng: the meta generator.
+    binding: the gin binding that set num_meta (e.g. "digits.num_meta"),
+      for the error message.
 
   Returns:
     (meta, rest): sorted positions into `labels`; disjoint and covering.
   """
   k = int(num_classes)
-  if num_meta < 0 or num_meta % k:
-    raise ValueError(f"num_meta={num_meta} must be a non-negative multiple of "
-                     f"the {k} classes (the meta set is class-balanced); use "
-                     f"e.g. num_meta={max(k, num_meta // k * k)}.")
+  if num_meta < 1 or num_meta % k:
+    raise ValueError(f"{binding} = {num_meta} must be a positive multiple of "
+                     f"the {k} classes (the meta set is class-balanced); bind "
+                     f"e.g. {binding} = {max(k, num_meta // k * k)}.")
   per_class = num_meta // k
   counts = np.bincount(labels, minlength=k)
   short = np.flatnonzero(counts < per_class)
   if short.size:
     c = int(short[0])
-    raise ValueError(f"num_meta={num_meta} asks {per_class} per class but "
+    raise ValueError(f"{binding} = {num_meta} asks {per_class} per class but "
                      f"class {c} has only {counts[c]} training examples; "
-                     f"lower num_meta to at most {counts.min() * k}.")
+                     f"lower {binding} to at most {counts.min() * k}.")
   meta = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
           for c in range(k)]
   meta = np.sort(np.concatenate(meta)).astype(np.int64)
@@ -219,7 +224,8 @@ class Prepared:
 def prepare(labels: np.ndarray, num_classes: int, *, num_meta: int,
             noise_type: str = "none", noise_rate: float = 0.0,
             imbalance_factor: float = 1.0, seed: int = 0,
-            superclass: Optional[Sequence[int]] = None) -> Prepared:
+            superclass: Optional[Sequence[int]] = None,
+            binding: str = "num_meta") -> Prepared:
   """Meta split, then long tail, then noise, on a source training split.
 
   Order: (1) the clean balanced meta set is removed from the source train
@@ -234,6 +240,7 @@ def prepare(labels: np.ndarray, num_classes: int, *, num_meta: int,
     num_meta: size of the meta set (multiple of K).
     noise_type, noise_rate, imbalance_factor, seed: see `validate`.
     superclass: [K] superclass of each class (hierarchical noise).
+    binding: the gin binding of num_meta, for the error message.
 
   Returns:
     A `Prepared` record.
@@ -241,7 +248,7 @@ def prepare(labels: np.ndarray, num_classes: int, *, num_meta: int,
   validate(noise_type, noise_rate, imbalance_factor, superclass is not None)
   labels = np.asarray(labels, dtype=np.int64)
   meta, rest = split_meta(labels, num_meta, num_classes,
-                          rng_for(seed, _META_STAGE))
+                          rng_for(seed, _META_STAGE), binding)
   if imbalance_factor > 1.0:
     keep, _ = long_tail_subset(labels[rest], imbalance_factor, num_classes,
                                rng_for(seed, _LONG_TAIL_STAGE))

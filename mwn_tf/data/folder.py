@@ -328,7 +328,8 @@ def _split_arrays(train_dir, meta_dir, test_dir, test_fraction,
   meta_pos = np.arange(meta_labels.size, dtype=np.int64)
   if num_meta is not None:
     meta_pos, _ = corruption.split_meta(meta_labels, int(num_meta), k,
-                                        corruption.rng_for(seed, 1))
+                                        corruption.rng_for(seed, 1),
+                                        "folder.num_meta")
   arrays = {
       "train": {"path": paths[train_pos], "label": labels[train_pos],
                 "clean_label": unknown[train_pos], "index": train_pos},

@@ -58,7 +58,7 @@ def from_arrays(name: str, *, train_images: np.ndarray,
   prep = corruption.prepare(train_labels, num_classes, num_meta=num_meta,
                             noise_type=noise_type, noise_rate=noise_rate,
                             imbalance_factor=imbalance_factor, seed=seed,
-                            superclass=superclass)
+                            superclass=superclass, binding=f"{name}.num_meta")
   arrays = {
       "train": {"label": prep.train_labels, "clean_label": prep.train_clean,
                 "index": src[prep.train_index]},

@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from mwn_tf.runner import run_dir
+from mwn_tf.runner import stopping
 from mwn_tf.runner.settings import ConfigError
 
 _GUARDED = ("loss", "weighted_loss", "meta_loss")
@@ -126,6 +127,17 @@ def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
             max_to_keep: int):
   """Restores the newest readable checkpoint of model_dir.
 
+  The checkpoint state file is only a hint: every `ckpt-<n>` with an index
+  file is a candidate, newest first, so a lost or garbled state file, or a
+  complete checkpoint whose recording a kill cut off, loses nothing. A
+  candidate is first read in full (`readable`) and then restored; any error
+  (a truncated or garbled file: DataLossError, IndexError "Read less bytes
+  than requested", ...) skips it with a warning naming it and why, and the
+  next older one is tried. Nothing is deleted: a damaged checkpoint stays
+  for the user to look at (a newer save of the same step replaces it). The chief then rewrites the
+  state file if it does not name the restored checkpoint as the newest, so
+  the manager keeps rotating the right files.
+
   Every worker restores from model_dir's checkpoints; non-chief workers save
   to a scratch folder (multi-worker saving needs every worker to save).
 
@@ -144,22 +156,75 @@ def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
   directory = run_dir.checkpoint_dir(model_dir)
   # Only the chief saves where it restores from.
   chief = os.path.normpath(save_dir) == os.path.normpath(directory)
+  candidates = run_dir.checkpoints_on_disk(directory)
+  restored, skipped = None, []
+  for path in candidates:
+    try:
+      readable(path)
+      checkpoint.restore(path).assert_existing_objects_matched()
+      restored = path
+      break
+    except Exception as e:  # pylint: disable=broad-except
+      # Whatever reading a damaged file raises, an older one may be fine.
+      reason = (str(e).splitlines() or [""])[0] or "no message"
+      logging.warning("Cannot restore %s (%s: %s); trying an older "
+                      "checkpoint.", path, type(e).__name__, reason)
+      skipped.append(os.path.basename(path))
+  if chief:
+    _repair_state_file(directory, restored, candidates)
   manager = tf.train.CheckpointManager(checkpoint, save_dir,
                                        max_to_keep=max_to_keep if chief else 1)
-  readable = manager if chief else tf.train.CheckpointManager(
-      checkpoint, directory, max_to_keep=None)
-  for path in reversed(readable.checkpoints):
-    try:
-      checkpoint.restore(path).assert_existing_objects_matched()
-      return manager, path
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-      logging.warning("Cannot restore %s (%s); trying an older checkpoint.",
-                      path, str(e).splitlines()[0])
-  if readable.checkpoints:
+  if candidates and not restored:
     raise ConfigError(
-        f"No checkpoint in {directory} could be restored (do they come from "
-        f"a different model or method?); use another --model_dir.")
-  return manager, None
+        f"No checkpoint in {directory} could be restored ({', '.join(skipped)}"
+        f"; do they come from a different model or method?); use another "
+        f"--model_dir.")
+  if skipped:
+    logging.warning("Restored %s; skipped the newer %s, which could not be "
+                    "read (see above) and are left as they are.", restored,
+                    ", ".join(skipped))
+  return manager, restored
+
+
+def readable(path: str) -> None:
+  """Reads every tensor of checkpoint `path` (one at a time), so a damaged
+  file fails here, before any variable is assigned from it.
+
+  Raises:
+    Exception: whatever the reader raises on a missing, truncated or
+      garbled file.
+  """
+  reader = tf.train.load_checkpoint(path)
+  for name in reader.get_variable_to_shape_map():
+    reader.get_tensor(name)
+
+
+def _repair_state_file(directory: str, restored: Optional[str],
+                       candidates: Sequence[str]) -> None:
+  """Makes TF's state file name `restored` as the newest checkpoint, and the
+  older candidates before it (the manager deletes the oldest of these)."""
+  state = run_dir.checkpoint_state(directory)
+  if restored is None:
+    if state is None and tf.io.gfile.exists(os.path.join(directory,
+                                                         "checkpoint")):
+      # Garbage naming nothing restorable: TF's manager would raise on it.
+      logging.warning("Removing %s/checkpoint: unreadable, and no checkpoint "
+                      "to name.", directory)
+      tf.io.gfile.remove(os.path.join(directory, "checkpoint"))
+    return
+  if state is not None and os.path.normpath(
+      state.model_checkpoint_path) == os.path.normpath(restored):
+    return
+  paths = [p for p in reversed(candidates) if _step(p) <= _step(restored)]
+  run_dir.write_checkpoint_state(directory, paths)
+  logging.warning("Rewrote %s/checkpoint to name %s as the newest checkpoint "
+                  "(it was %s).", directory, os.path.basename(restored),
+                  "missing or unreadable" if state is None else
+                  os.path.basename(state.model_checkpoint_path))
+
+
+def _step(path: str) -> int:
+  return int(path.rsplit("-", 1)[1])
 
 
 def fingerprint(splits, batch_size: int) -> str:
@@ -256,14 +321,21 @@ class Checkpointer(keras.callbacks.Callback):
     restored_metric_values: their values in the checkpoint a mid-epoch run
       resumed from; put back after `fit()` resets the metrics at the start of
       that epoch, so the epoch's running means continue unchanged.
+    stop_requested: returns the name of a signal that asked the run to stop
+      (`stopping.SignalStop.requested`), or None. Checked after every step
+      but an epoch's last (whose checkpoint follows its evaluation) and at
+      every epoch end: a request saves a checkpoint (if this step has none
+      yet) and raises `stopping.Stopped`.
   """
 
   def __init__(self, manager: tf.train.CheckpointManager,
                variables: Sequence[tf.Variable], state: RunState,
                every_n_steps: Optional[int],
                metric_variables: Sequence = (),
-               restored_metric_values: Optional[list] = None):
+               restored_metric_values: Optional[list] = None,
+               stop_requested: Callable[[], Optional[str]] = lambda: None):
     super().__init__()
+    self._stop_requested = stop_requested
     self.manager = manager
     self._variables = list(variables)
     self._state = state
@@ -285,15 +357,24 @@ class Checkpointer(keras.callbacks.Callback):
       self._last_saved = start - start % self._every
 
   def on_train_batch_end(self, batch, logs=None):
-    if not self._every:
-      return
     step = int(self.model.optimizer.iterations.numpy())
-    last_of_epoch = batch + 1 >= (self.params.get("steps") or math.inf)
-    if step - self._last_saved >= self._every and not last_of_epoch:
+    if batch + 1 >= (self.params.get("steps") or math.inf):
+      return  # The epoch's last step: its checkpoint follows the evaluation.
+    if self._every and step - self._last_saved >= self._every:
       self.save(step)
+    self._stop_if_requested(step)
 
   def on_epoch_end(self, epoch, logs=None):
-    self.save(int(self.model.optimizer.iterations.numpy()))
+    step = int(self.model.optimizer.iterations.numpy())
+    self.save(step)
+    self._stop_if_requested(step)
+
+  def _stop_if_requested(self, step: int) -> None:
+    signal_name = self._stop_requested()
+    if signal_name:
+      if self._last_saved != step:
+        self.save(step)
+      raise stopping.Stopped(signal_name, step)
 
   def save(self, step: int) -> str:
     if not all_finite(self._variables):

@@ -16,6 +16,7 @@ A run's folder (`model_dir`) holds:
   export/weight_net       SavedModel: losses -> weights (MW-Net)
   workertemp_<task id>/   a non-chief worker's scratch checkpoints (removed
                           at the end of its run)
+  .lock                   the run lock (`lock`): who runs on this folder now
 
 Every other module (the runner, the analysis, the benchmark, launch/) names
 these files through the constants and functions here. Only the chief writes
@@ -23,17 +24,23 @@ these files through the constants and functions here. Only the chief writes
 on the others.
 """
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import re
-from typing import Iterable, Optional
+import shutil
+import socket
+import time
+from typing import Iterable, Optional, Sequence
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from mwn_tf.runner import export as export_lib
+from mwn_tf.runner.settings import ConfigError
 
 RESULTS = "results.json"
 SAMPLE_WEIGHTS = "sample_weights.npz"
@@ -44,6 +51,7 @@ EXPORT = "export"
 CLASSIFIER_EXPORT = os.path.join(EXPORT, "classifier")
 WEIGHT_NET_EXPORT = os.path.join(EXPORT, "weight_net")
 WORKER_SCRATCH = "workertemp_{task_id}"
+LOCK = ".lock"
 CHECKPOINT_PREFIX = "ckpt"  # tf.train.CheckpointManager's default.
 # What tf.train.CheckpointManager (prefix "ckpt") writes for checkpoint <n>.
 _CHECKPOINT_FILE = re.compile(
@@ -113,16 +121,17 @@ def remove_unfinished_writes(model_dir: str, export_dirs: Iterable[str]
                              ) -> None:
   """Deletes what writes killed midway left in model_dir (chief, at start).
 
-  A kill during a write (preemption, OOM, SIGKILL) leaves a temporary or
-  partial copy that only the dead writer would have renamed into place or
-  deleted: `<file>.tmp-*` of `export.write_file_atomically`, the `.tmp-` and
-  `.old-` folders of an export (`export.clean_stale`), TF's
-  `checkpoint.tmp*` copy of the checkpoint state file, the `ckpt-<n>_temp/`
-  shards of a checkpoint whose merge never ran, and `ckpt-<n>.*` files newer
-  than the newest checkpoint the state file names (a save killed before it
-  was recorded, maybe half-written). A restore reads only recorded
-  checkpoints, so none of these can break a run, but without this they would
-  pile up, one set per preemption.
+  Only names that are provably unfinished go: a temporary copy that only
+  the dead writer would have renamed into place or deleted. They are
+  `<file>.tmp-*` of `export.write_file_atomically`, the `.tmp-` and `.old-`
+  folders of an export (`export.clean_stale`), TF's `checkpoint.tmp*` copy
+  of the checkpoint state file and the `ckpt-<n>_temp/` shards of a
+  checkpoint whose merge never ran. `ckpt-<n>.index` / `.data-*` files are
+  never deleted here, recorded or not: a save killed between its merge and
+  its record leaves a complete checkpoint, which `checkpointing.restore`
+  uses, and a half-merged one is skipped there and overwritten when the run
+  saves that step again. Call it while holding `lock` (no other run can be
+  writing these names then).
 
   Args:
     model_dir: the run's folder.
@@ -134,21 +143,136 @@ def remove_unfinished_writes(model_dir: str, export_dirs: Iterable[str]
   directory = checkpoint_dir(model_dir)
   if not tf.io.gfile.isdir(directory):
     return
-  state = tf.train.get_checkpoint_state(directory)
-  recorded = [int(os.path.basename(p).rsplit("-", 1)[1])
-              for p in (state.all_model_checkpoint_paths if state else [])]
-  newest = max(recorded, default=-1)
   for entry in tf.io.gfile.listdir(directory):
     entry = entry.rstrip("/")
     match = _CHECKPOINT_FILE.fullmatch(entry)
-    if entry.startswith("checkpoint.tmp") or (match and (
-        match[2] == "_temp" or int(match[1]) > newest)):
+    if entry.startswith("checkpoint.tmp") or (match and match[2] == "_temp"):
       path = os.path.join(directory, entry)
       logging.info("Removing %s, left by a write that was killed.", path)
       if tf.io.gfile.isdir(path):
         tf.io.gfile.rmtree(path)
       else:
         tf.io.gfile.remove(path)
+
+
+def checkpoints_on_disk(directory: str) -> list:
+  """Prefixes `directory/ckpt-<n>` of every checkpoint with an index file,
+  newest (largest n) first, whether the state file names it or not."""
+  if not tf.io.gfile.isdir(directory):
+    return []
+  steps = {int(m[1]) for m in map(_CHECKPOINT_FILE.fullmatch,
+                                  tf.io.gfile.listdir(directory))
+           if m and m[2] == ".index"}
+  return [os.path.join(directory, f"{CHECKPOINT_PREFIX}-{n}")
+          for n in sorted(steps, reverse=True)]
+
+
+def checkpoint_state(directory: str):
+  """TF's checkpoint state file of `directory` as a `CheckpointState`, or
+  None if it is missing, unreadable or garbled (TF raises on some garbage,
+  logs and ignores other)."""
+  try:
+    return tf.train.get_checkpoint_state(directory)
+  except (ValueError, tf.errors.OpError):
+    return None
+
+
+def write_checkpoint_state(directory: str, paths: Sequence[str]) -> None:
+  """Writes TF's checkpoint state file naming `paths` (oldest first; the last
+  is the newest), atomically, as `tf.train.CheckpointManager` would: relative
+  names, and the files' times, so the manager rotates them out in turn."""
+  times = [tf.io.gfile.stat(p + ".index").mtime_nsec / 1e9 for p in paths]
+  names = [os.path.basename(p) for p in paths]
+  text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
+      f'all_model_checkpoint_paths: "{n}"\n' for n in names) + "".join(
+          f"all_model_checkpoint_timestamps: {t!r}\n" for t in times) + (
+              f"last_preserved_timestamp: {min(times) - 1.0!r}\n")
+  export_lib.write_file_atomically(os.path.join(directory, "checkpoint"),
+                                   text)
+
+
+# ----------------------------------------------------------------------------
+# Write failures.
+# ----------------------------------------------------------------------------
+class WriteError(OSError):
+  """A write into model_dir failed (disk full, quota, permissions, file
+  size limit); its message is one line naming the path, the reason, the
+  free space there and the checkpoint a rerun resumes from."""
+
+
+def write_error(error: Exception, model_dir: str) -> Optional[WriteError]:
+  """`error` as a `WriteError` if it is an OSError or a TF error about a
+  path in model_dir (TF names the file in its message: ResourceExhausted
+  "No space left on device", OutOfRange "File too large", ...), else None.
+  Errors about other paths (the data) or none (out of memory) are not
+  write errors."""
+  if isinstance(error, OSError) and not isinstance(error, WriteError):
+    where, reason = error.filename, error.strerror or str(error)
+  elif isinstance(error, tf.errors.OpError):
+    where, reason = error.message, error.message
+  else:
+    return None
+  roots = {model_dir, os.path.abspath(model_dir)}
+  found = [token for token in str(where or "").split()
+           if any(root in token for root in roots)]
+  if not found:
+    return None
+  path = found[0].strip(";:,'\"()[]")
+  reason = str(reason).split(";")[-1].splitlines()[0].strip()
+  try:
+    free = f"{shutil.disk_usage(model_dir).free / 2**20:.1f} MiB free there"
+  except OSError:
+    free = "free space unknown"
+  latest = latest_checkpoint(model_dir)
+  kept = (f"the last good checkpoint, {os.path.basename(latest)}, is kept"
+          if latest else "no checkpoint was written yet")
+  return WriteError(f"cannot write {path}: {reason} ({free}); {kept}: free "
+                    f"some space (or fix the permissions) and rerun the same "
+                    f"command to resume.")
+
+
+# ----------------------------------------------------------------------------
+# One run per model_dir.
+# ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def lock(model_dir: str, take: bool = True):
+  """Holds model_dir's run lock (`model_dir/.lock`) for the block.
+
+  An OS lock (`flock`), so it dies with its holder: `kill -9` leaves no
+  stale lock. The holder writes who it is into the file (host, PID, start
+  time, UTC); a second run on the same folder gets `ConfigError` naming
+  them, before it cleans up or writes anything. The file itself stays (an
+  unlocked file is no lock). Under MultiWorkerMirroredStrategy only the
+  chief takes it (`take=is_chief(...)`): the workers write only their own
+  scratch folders. Folders that are not local paths (gs://...) get no lock,
+  with a warning.
+
+  Raises:
+    ConfigError: another live process holds the lock.
+  """
+  if not take or "://" in model_dir:
+    if take:
+      logging.warning("No run lock on %s (flock needs a local path): do not "
+                      "start a second run on it.", model_dir)
+    yield
+    return
+  fd = os.open(os.path.join(model_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 1024, 0).decode(errors="replace").strip()
+      raise ConfigError(
+          f"{model_dir} is in use by another run ({holder or 'starting'}); "
+          f"wait for it to end (or stop it), or use another --model_dir."
+      ) from None
+    os.ftruncate(fd, 0)
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    os.pwrite(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since "
+              f"{since}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 # ----------------------------------------------------------------------------

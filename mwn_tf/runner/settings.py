@@ -97,7 +97,8 @@ def _widths(v) -> bool:
 
 
 _BOOL = (lambda v: isinstance(v, (bool, np.bool_)), "True or False")
-_POSITIVE = (lambda v: _is_number(v) and v > 0, "a number > 0")
+_POSITIVE = (lambda v: _is_number(v) and math.isfinite(v) and v > 0,
+             "a finite number > 0")
 _FRACTION = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 _DECAY = (lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
           "a finite number >= 0")

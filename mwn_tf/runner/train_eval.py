@@ -17,6 +17,10 @@ optimisers, model), `run_dir` (what model_dir holds; the writer),
 `checkpointing` (what a checkpoint holds, restore, saves), `epochs` (one data
 stream per epoch, the fit loop) and `monitor` (TensorBoard, history).
 
+One run per model_dir: the chief holds `run_dir.lock` for the whole run.
+SIGTERM or SIGINT stop it after the current step with a checkpoint
+(`stopping`).
+
 Resume: run the same command again. Each epoch's data stream is a pure
 function of (seed, epoch), and a mid-epoch checkpoint resumes by skipping the
 batches already trained on, so the resumed run sees exactly the batches of an
@@ -25,6 +29,7 @@ uninterrupted one.
 
 import functools
 import inspect
+import os
 from typing import Optional, Sequence
 
 from absl import logging
@@ -40,6 +45,7 @@ from mwn_tf.runner import epochs as epochs_lib
 from mwn_tf.runner import monitor as monitor_lib
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
+from mwn_tf.runner import stopping
 from mwn_tf.runner.settings import ConfigError
 
 
@@ -154,8 +160,11 @@ def train_eval(
   Raises:
     ConfigError: invalid setting (every argument is checked by
       `check_settings` before anything is loaded or written), or model_dir
-      holds another experiment.
+      holds another experiment, or another run holds model_dir's lock.
     checkpointing.NonFiniteError: a loss or parameter became NaN/Inf.
+    stopping.Stopped: SIGTERM or SIGINT arrived; a checkpoint of the step
+      it stopped at was written.
+    run_dir.WriteError: a write into model_dir failed (disk full, ...).
   """
   # Settings: every argument, as passed, before anything is loaded or written.
   settings = dict(locals())
@@ -175,33 +184,56 @@ def train_eval(
   with strategy.scope():
     meta_model, constant_lr = _build(splits, plan, settings)
 
-  # The run's folder: its writer, and what killed writes left in it.
+  # The run's folder and its writer. The chief holds the folder's lock for
+  # the whole run, from before the clean-up of what killed writes left; a
+  # SIGTERM/SIGINT from here on stops after a step, with a checkpoint.
   tf.io.gfile.makedirs(model_dir)
   out = run_dir.Writer(model_dir, method, strategy)
-  if out.chief:
-    run_dir.remove_unfinished_writes(model_dir, out.exports.values())
+  with run_dir.lock(model_dir, take=out.chief), stopping.SignalStop(
+      strategy) as signals:
+    if out.chief:
+      run_dir.remove_unfinished_writes(model_dir, out.exports.values())
+    try:
+      return _run(model_dir, strategy, splits, plan, out, signals, settings,
+                  meta_model, constant_lr, state)
+    except (OSError, tf.errors.OpError) as e:
+      # Disk full and the like, from any writer (checkpoints, summaries,
+      # results, exports): one line, and the last checkpoint stays.
+      error = run_dir.write_error(e, model_dir)
+      if error is None:
+        raise
+      raise error from e
 
+
+def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
+         out: run_dir.Writer, signals: stopping.SignalStop, s: dict,
+         meta_model, constant_lr: bool, state) -> dict:
+  """`train_eval` once the data is loaded, the model built and model_dir
+  locked: restore, train, evaluate, write; returns the results."""
+  method, export = s["method"], s["export"]
   # The restore, in the strategy's scope.
   with strategy.scope():
     checkpoint = checkpointing.make_checkpoint(meta_model, state)
     manager, restored = checkpointing.restore(
-        checkpoint, model_dir, out.save_dir, max_checkpoints_to_keep)
+        checkpoint, model_dir, out.save_dir, s["max_checkpoints_to_keep"])
     if restored:
       # A constant learning rate lives in an optimizer variable and was just
       # overwritten by the checkpoint's; the config decides, as for the rest.
       if constant_lr:
-        meta_model.optimizer.learning_rate = float(learning_rate)
+        meta_model.optimizer.learning_rate = float(s["learning_rate"])
       if method == "mwn":
-        meta_model.meta_optimizer.learning_rate = float(meta_learning_rate)
+        meta_model.meta_optimizer.learning_rate = float(
+            s["meta_learning_rate"])
 
   # Where to continue: epochs done and classifier steps come from the
   # checkpoint; the data stream of each epoch is a function of (seed, epoch).
   checkpointing.check_same_experiment(
-      state, restored, checkpointing.fingerprint(splits, batch_size),
+      state, restored, checkpointing.fingerprint(splits, s["batch_size"]),
       model_dir)
   state.start_session()
   step = int(meta_model.optimizer.iterations.numpy())
-  if restored and step >= plan.total_steps and not reexport:
+  _check_not_shorter(state, step, plan, restored, s["train_steps"])
+  if restored and step >= plan.total_steps and not s["reexport"]:
     previous = _finished_results(model_dir, export)
     if previous is not None:
       return previous
@@ -214,19 +246,19 @@ def train_eval(
   writer = (tf.summary.create_file_writer(model_dir) if out.chief
             else tf.summary.create_noop_writer())
   data_summary = splits.summary(include_matrix=False)
-  hparams = monitor_lib.hparams(settings, data_summary, plan.total_steps)
+  hparams = monitor_lib.hparams(s, data_summary, plan.total_steps)
   if not restored:
     monitor_lib.write_run_header(writer, hparams, data_summary,
                                  run_dir.trial_id(model_dir))
   results = functools.partial(
       _results, out, meta_model, state, plan, export, {
-          "method": method, "dataset": dataset, "model": model,
-          "seed": int(seed),
+          "method": method, "dataset": s["dataset"], "model": s["model"],
+          "seed": int(s["seed"]),
           "realised_noise_rate": data_summary["realised_noise_rate"],
           "realised_noise_rate_measured_on":
               data_summary["realised_noise_rate_measured_on"]}, {
               "data": data_summary, "hparams": hparams,
-              "settings": _resolved(settings)})
+              "settings": _resolved(s)})
 
   def write_operative_config():
     text = gin.operative_config_str()
@@ -235,21 +267,21 @@ def train_eval(
         writer, text, int(meta_model.optimizer.iterations.numpy()))
 
   console = monitor_lib.Console(
-      monitor_lib.console_mode(verbose), plan.steps_per_epoch,
-      plan.total_steps, plan.num_epochs, progress_every_n_seconds)
+      monitor_lib.console_mode(s["verbose"]), plan.steps_per_epoch,
+      plan.total_steps, plan.num_epochs, s["progress_every_n_seconds"])
   sample_models = samples_lib.KerasModels(meta_model)
   sample_pass = lambda data: samples_lib.sample_pass(sample_models, data,
                                                      strategy)
-  sample_data = lambda: splits.train_for_eval(eval_batch_size, strategy)
+  sample_data = lambda: splits.train_for_eval(s["eval_batch_size"], strategy)
   monitor = monitor_lib.TrainingMonitor(
       writer=writer, state=state, sample_pass=sample_pass,
       sample_data=sample_data, total_epochs=plan.num_epochs,
-      summary_every_n_steps=summary_every_n_steps,
-      sample_every_n_epochs=sample_every_n_epochs,
-      curve_max_loss=curve_max_loss,
+      summary_every_n_steps=s["summary_every_n_steps"],
+      sample_every_n_epochs=s["sample_every_n_epochs"],
+      curve_max_loss=s["curve_max_loss"],
       write_operative_config=write_operative_config,
       on_epoch_recorded=lambda: results(False), console=console,
-      caption=figures.caption(dataset, data_summary.get("noise_type"),
+      caption=figures.caption(s["dataset"], data_summary.get("noise_type"),
                               data_summary.get("noise_rate")))
 
   # The loop.
@@ -257,17 +289,25 @@ def train_eval(
     epochs_lib.train_epochs(
         meta_model, splits, start_epoch=start_epoch, skip=skip,
         num_epochs=plan.num_epochs, steps_per_epoch=plan.steps_per_epoch,
-        total_steps=plan.total_steps, batch_size=batch_size,
-        meta_batch_size=meta_batch_size, strategy=strategy,
-        test_data=splits.test(eval_batch_size, strategy),
+        total_steps=plan.total_steps, batch_size=s["batch_size"],
+        meta_batch_size=s["meta_batch_size"], strategy=strategy,
+        test_data=splits.test(s["eval_batch_size"], strategy),
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
-                             checkpoint_every_n_steps, mid_epoch=skip > 0,
-                             console=console),
+                             s["checkpoint_every_n_steps"], signals,
+                             mid_epoch=skip > 0, console=console),
         # `console` shows the progress and the epoch lines, not Keras.
         verbose=0)
+    stop = signals.requested()
+    if stop:
+      # Trained to the end (its checkpoint is written); the final files are
+      # left to the rerun.
+      raise stopping.Stopped(stop, int(meta_model.optimizer.iterations.numpy()))
   except checkpointing.NonFiniteError as e:
     writer.flush()
     results(False, error=str(e))
+    raise
+  except stopping.Stopped:
+    writer.flush()
     raise
 
   # Final files: what the final model does on the training split.
@@ -296,9 +336,10 @@ def bound_settings() -> dict:
 
 
 def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
-               mid_epoch: bool, console) -> list:
+               signals: stopping.SignalStop, mid_epoch: bool, console) -> list:
   """NaN guard, monitor, checkpointer: in this order, so a bad step is never
-  recorded or saved; then the console's progress."""
+  recorded or saved, and a stop on a signal saves what was recorded; then
+  the console's progress."""
   metric_variables = meta_model.checkpoint_items()["metrics"]
   return [
       checkpointing.NonFiniteGuard(
@@ -310,7 +351,8 @@ def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
           meta_model.weight_net.variables, state, every_n_steps,
           metric_variables,
           # Mid-epoch: the epoch's running means continue from the checkpoint.
-          [np.asarray(v) for v in metric_variables] if mid_epoch else None),
+          [np.asarray(v) for v in metric_variables] if mid_epoch else None,
+          signals.requested),
       console]
 
 
@@ -354,6 +396,26 @@ def _build(splits, plan: settings_lib.StepPlan, s: dict):
   constant = not isinstance(schedule,
                             keras.optimizers.schedules.LearningRateSchedule)
   return meta_model, constant
+
+
+def _check_not_shorter(state, step: int, plan: settings_lib.StepPlan,
+                       restored: Optional[str], train_steps: Optional[int]):
+  """Refuses a run shorter than what the restored one has already done."""
+  start_epoch = int(state.epochs_done.numpy())
+  if not restored or (start_epoch <= plan.num_epochs and
+                      step <= plan.total_steps):
+    return
+  folder = os.path.dirname(os.path.dirname(restored))
+  if train_steps:
+    raise ConfigError(
+        f"the run in {folder} has done {step} steps ({start_epoch} epochs), "
+        f"more than train_eval.train_steps = {train_steps}; bind "
+        f"train_eval.train_steps >= {step} to continue it, or use another "
+        f"--model_dir.")
+  raise ConfigError(
+      f"the run in {folder} has {start_epoch} epochs done (step {step}), more "
+      f"than train_eval.epochs = {plan.num_epochs}; bind train_eval.epochs >= "
+      f"{start_epoch} to continue it, or use another --model_dir.")
 
 
 def _resume_point(state, step: int, plan: settings_lib.StepPlan,

@@ -75,7 +75,7 @@ def test_invalid_setting_exits_2(tmp_path, capsys):
 
 def test_nan_loss_exits_1_naming_the_step(tmp_path, capsys):
   status, _, err = call_main(["--gin_file=gin/smoke.gin",
-                              "--gin_param=train_eval.learning_rate = 1e400",
+                              "--gin_param=train_eval.learning_rate = 1e38",
                               f"--model_dir={tmp_path}"], capsys)
   assert status == 1
   (line,) = error_lines(err)

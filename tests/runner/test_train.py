@@ -154,14 +154,15 @@ def test_baseline(tmp_path):
 def test_non_finite_stops_at_the_step_and_keeps_the_last_checkpoint(
     tmp_path, method, what):
   # Two steps per epoch. One good epoch (checkpoint ckpt-2), then resumed
-  # with an infinite learning rate: MW-Net's virtual step gives a NaN meta
-  # loss in step 3; the baseline's step 3 gives NaN weights.
+  # with a huge (finite: an infinite one is refused) learning rate and
+  # weight decay, whose product overflows: MW-Net's virtual step gives a NaN
+  # meta loss in step 3; the baseline's step 3 gives NaN/Inf weights.
   common = [f"train_eval.method = '{method}'", "train_eval.train_steps = None",
             "train_eval.batch_size = 512"]
   run(tmp_path, *common, "train_eval.epochs = 1")
   with pytest.raises(checkpointing.NonFiniteError) as err:
     run(tmp_path, *common, "train_eval.epochs = 2",
-        "train_eval.learning_rate = 1e400")
+        "train_eval.learning_rate = 1e38", "train_eval.weight_decay = 1e38")
   assert err.value.step == 3
   assert what in str(err.value) and "step 3" in str(err.value)
   assert "ckpt-2" in str(err.value)

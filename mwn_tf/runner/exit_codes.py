@@ -1,0 +1,37 @@
+"""The exit status of `python -m mwn_tf.main`, each with its one-line meaning.
+
+The one place these numbers are defined: the entry point exits with them, its
+`--help` text and the README list them from here (`describe()`), and the
+tests import them. Every non-zero status comes with one line on stderr, no
+traceback.
+"""
+
+DONE = 0
+NONFINITE = 1
+CONFIG = 2
+STOPPED = 3
+WRITE_FAILED = 4
+
+MEANINGS = {
+    DONE: "done: trained, evaluated, results (and exports) written, or the "
+          "run had already finished",
+    NONFINITE: "stopped at the first NaN/Inf loss or parameter, without "
+               "saving it (the line names the step and the last good "
+               "checkpoint)",
+    CONFIG: "bad flag, gin file, binding or setting; model_dir unwritable, "
+            "holding another experiment, or in use by another run (the line "
+            "names the fix; nothing was trained)",
+    STOPPED: "stopped by SIGTERM or SIGINT (Ctrl-C) after finishing the "
+             "current step and writing a checkpoint; rerun the same command "
+             "to resume (a second signal kills at once: 128 + its number)",
+    WRITE_FAILED: "a checkpoint, summary, results or export write failed "
+                  "(disk full, quota, permissions): the line names the path "
+                  "and the free space; the last good checkpoint is kept, so "
+                  "free space and rerun the same command",
+}
+
+
+def describe(indent: str = "  ") -> str:
+  """Every status and its meaning, one per line (for `--help`)."""
+  return "\n".join(f"{indent}{code}  {text}"
+                   for code, text in sorted(MEANINGS.items()))
