@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,14 +18,13 @@ import tensorflow_datasets as tfds
 
 import mwn_tf.data
 from mwn_tf import analyze
-from mwn_tf import main
 from mwn_tf.data import preprocessing
 
 import cifar_n_fake
+import helpers
 from cifar_n_fake import N_TEST, N_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = flags.FLAGS
 
 
 @pytest.fixture
@@ -137,20 +135,6 @@ def test_missing_manual_file_named_before_any_download(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------- end to end
-def _call_main(argv, capsys):
-  FLAGS.unparse_flags()
-  FLAGS(["mwn_tf.main"] + list(argv))
-  try:
-    main.main(["mwn_tf.main"])
-    status = 0
-  except SystemExit as e:
-    status = e.code
-  finally:
-    FLAGS.unparse_flags()
-  out, err = capsys.readouterr()
-  return status, out, err
-
-
 SHRINK = ["train_eval.train_steps = 2", "train_eval.batch_size = 16",
           "train_eval.meta_batch_size = 16", "train_eval.lr_decay_epochs = ()",
           "train_eval.eval_batch_size = 500", "train_eval.verbose = 0",
@@ -172,7 +156,7 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   params = SHRINK + [f"{name}.manual_dir = '{manual_dir}'",
                      f"{name}.data_dir = '{tmp_path / 'tfds'}'"]
   with tfds.testing.mock_data(as_dataset_fn=cifar_n_fake.fake_cifar_n(k)):
-    status, out, err = _call_main(
+    status, out, err = helpers.call_main(
         [f"--gin_file=gin/{gin_file}", f"--model_dir={model_dir}"] +
         [f"--gin_param={p}" for p in params], capsys)
   assert status == 0, err
