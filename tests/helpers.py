@@ -61,9 +61,11 @@ def command(model_dir, bindings=BINDINGS):
   return [sys.executable, "-m", "mwn_tf.main"] + flags(model_dir, bindings)
 
 
-def rerun(model_dir, bindings=BINDINGS):
-  """Runs the plain command to the end; returns its stderr."""
-  proc = subprocess.run(command(model_dir, bindings), cwd=REPO, env=ENV,
+def rerun(model_dir, bindings=BINDINGS, extra_flags=()):
+  """Runs the plain command (plus `extra_flags`) to the end; returns its
+  stderr."""
+  proc = subprocess.run(command(model_dir, bindings) + list(extra_flags),
+                        cwd=REPO, env=ENV,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stderr

@@ -187,7 +187,7 @@ def test_long_tail_and_default_meta_sizes(tiny):
                          imbalance_factor=10.0)
   assert data.num_meta == 100  # 10 per class by default for the long tail
   assert list(data.class_counts) == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
-  with pytest.raises(ValueError, match="num_meta=1000 asks 100 per class"):
+  with pytest.raises(ValueError, match="fashion_mnist.num_meta = 1000 asks 100 per class"):
     mwn_tf.data.get("fashion_mnist", idx_dir=folder, noise_type="uniform",
                     noise_rate=0.2)  # noise default: 1000 meta images
 
@@ -253,7 +253,7 @@ def test_missing_data_names_the_package_and_the_binding(tmp_path):
     (dict(num_train=0), "num_train must be a positive multiple"),
     (dict(num_train=59010), "lower num_train to at most 59000"),
     (dict(noise_type="hierarchical", noise_rate=0.2), "superclasses"),
-    (dict(num_meta=15), "num_meta=15 must be a non-negative multiple"),
+    (dict(num_meta=15), "fashion_mnist.num_meta = 15 must be a positive multiple"),
 ])
 def test_bad_settings(tiny, kwargs, message):
   folder, _ = tiny

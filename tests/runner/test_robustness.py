@@ -140,11 +140,12 @@ main.run()
 '''
 
 
-def killed_run(model_dir, kill, bindings=BINDINGS):
+def killed_run(model_dir, kill, bindings=BINDINGS, extra_flags=()):
   """Runs the command under `KILLER` with MWN_KILL=`kill`; it must die
   there. Returns its stderr."""
   proc = subprocess.run(
-      [sys.executable, "-c", KILLER] + resume.flags(model_dir, bindings),
+      [sys.executable, "-c", KILLER] + resume.flags(model_dir, bindings) +
+      list(extra_flags),
       cwd=resume.REPO, env=dict(resume.ENV, MWN_KILL=kill),
       capture_output=True, text=True, timeout=600)
   assert proc.returncode == -signal.SIGKILL, (
@@ -303,14 +304,15 @@ def test_kill_while_exporting_keeps_the_previous_export_or_none(tmp_path,
   assert_nothing_left_over(run)
 
   # Killed while replacing a complete export: the previous one is untouched.
+  # (A finished run exports again only when asked: --reexport.)
   previous = _files(export)
-  killed_run(run, kill, EXPORTING)
+  killed_run(run, kill, EXPORTING, ["--reexport"])
   now = _files(export)
   assert any(k.startswith("classifier.tmp-") for k in now)
   assert {k: v for k, v in now.items()
           if not k.startswith("classifier.tmp-")} == previous
   assert_right_predictions()
-  resume.rerun(run, EXPORTING)
+  resume.rerun(run, EXPORTING, ["--reexport"])
   assert_right_predictions()
   assert_nothing_left_over(run)
 
@@ -351,7 +353,8 @@ BAD_SETTINGS = [
     ("method", "mwm", {}, "train_eval.method must be one of 'mwn', "
      "'baseline', got 'mwm'"),
     ("dataset", "cifar11", {}, "train_eval.dataset must be one of 'cifar10'"),
-    ("model", "resnet33", {}, "train_eval.model must be one of 'mlp'"),
+    ("model", "resnet33", {},
+     "train_eval.model must be one of 'fmnist_cnn', 'mlp'"),
     ("seed", -1, {}, "train_eval.seed must be an integer in [0, 2**32 - 1]"),
     ("seed", 2**32, {}, "train_eval.seed must be an integer in [0, 2**32"),
     ("seed", 1.5, {}, "train_eval.seed must be an integer"),
