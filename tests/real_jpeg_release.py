@@ -64,6 +64,13 @@ def write_release(root: str, per_split=(42, 14, 28, 28), seed: int = 0):
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "wb") as f:
         f.write(_jpeg(photos[j % 2], rng))
+  write_annotations(root, keys, noisy, clean)
+  return keys, noisy, clean
+
+
+def write_annotations(root: str, keys: dict, noisy: dict, clean: dict):
+  """annotations/ in the official file names: the label tables, the key
+  lists of `keys` (split -> image keys) and the category names."""
   ann = os.path.join(root, "annotations")
   os.makedirs(ann, exist_ok=True)
 
@@ -76,4 +83,3 @@ def write_release(root: str, per_split=(42, 14, 28, 28), seed: int = 0):
   for split, split_keys in keys.items():
     write(f"{split}_key_list.txt", split_keys)
   write("category_names_eng.txt", clothing1m.CLASS_NAMES)
-  return keys, noisy, clean

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import mwn_tf.data
 from mwn_tf.data import clothing1m
+import real_jpeg_release
 
 K = 14
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -37,18 +38,7 @@ def make_fake_release(root, rng_seed=0):
   for split_keys in keys.values():
     for n, k in enumerate(split_keys):
       _write_jpeg(os.path.join(root, k), rng, 20 + n % 7, 24 + n % 5)
-  ann = os.path.join(root, "annotations")
-  os.makedirs(ann, exist_ok=True)
-
-  def write(name, lines):
-    with open(os.path.join(ann, name), "w") as f:
-      f.write("\n".join(lines) + "\n")
-
-  write("noisy_label_kv.txt", [f"{k} {v}" for k, v in noisy.items()])
-  write("clean_label_kv.txt", [f"{k} {v}" for k, v in clean.items()])
-  for split, split_keys in keys.items():
-    write(f"{split}_key_list.txt", split_keys)
-  write("category_names_eng.txt", clothing1m.CLASS_NAMES)
+  real_jpeg_release.write_annotations(root, keys, noisy, clean)
   return keys, noisy, clean
 
 
