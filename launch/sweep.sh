@@ -14,9 +14,9 @@
 #             checks the whole sweep on a laptop in a few minutes
 #   fmnist    the README's Fashion-MNIST table: uniform 40/60 %, flip 40 %,
 #             long tail 50 (gin/fashion_mnist_*.gin) x baseline, exact MW-Net
-#             and the fast mode $FMNIST_FAST x seeds 0 1 2, each MW-Net run
+#             (and the fast mode $FMNIST_FAST, if set) x seeds 0 1 2, each MW-Net run
 #             followed by `python -m mwn_tf.analyze` (detection.json, figures)
-#   fmnist_fast  the fast-mode study: uniform 60 % x MW-Net with
+#   fmnist_fast  the fast-mode study: uniform 60 % and flip 40 % x MW-Net with
 #             meta_interval 2/5, virtual_layers 1/2 and their combinations x
 #             seeds 0 1 2 (its exact and baseline runs are the fmnist table's;
 #             both presets write to runs/sweep_fmnist by default)
@@ -28,7 +28,7 @@
 #     `python -m mwn_tf.bench`: last<k> (MetaWeightModel.virtual_layers = k)
 #     and interval<k> (MetaWeightModel.meta_interval = k), e.g.
 #     mwn+last1+interval2; the run folder is named after it.
-#   FMNIST_FAST ["mwn+last1+interval2"]: the fast mode of the fmnist table
+#   FMNIST_FAST [""]: a fast mode to add to the fmnist table, e.g. mwn+last2
 #   JOBS [1]: runs at a time (e.g. 2 on a 2-core machine for small models)
 #   ANALYZE [fmnist presets: 1, else 0]: run mwn_tf.analyze on MW-Net runs
 #   LAUNCH ["plain"]: how each run starts: plain (one device), multi_gpu
@@ -49,7 +49,7 @@ if [[ -z "$TABLE" ]]; then
 fi
 shift
 PYTHON=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
-FMNIST_FAST=${FMNIST_FAST:-mwn+last1+interval2}
+FMNIST_FAST=${FMNIST_FAST:-}
 FMNIST_MODES="mwn+interval2 mwn+interval5 mwn+last1 mwn+last2 mwn+last1+interval2 mwn+last1+interval5 mwn+last2+interval2 mwn+last2+interval5"
 case "$TABLE" in
   fmnist|fmnist_fast)
@@ -95,7 +95,10 @@ case "$TABLE" in
     for c in uniform_60 uniform_40 flip_40 longtail_50; do
       CONFIGS+=("fashion_mnist_$c|gin/fashion_mnist_$c.gin|")
     done ;;
-  fmnist_fast) CONFIGS+=("fashion_mnist_uniform_60|gin/fashion_mnist_uniform_60.gin|") ;;
+  fmnist_fast)
+    for c in uniform_60 flip_40; do
+      CONFIGS+=("fashion_mnist_$c|gin/fashion_mnist_$c.gin|")
+    done ;;
   *) echo "unknown TABLE '$TABLE' (noise, longtail, paper, smoke, fmnist, fmnist_fast)" >&2
      exit 2 ;;
 esac

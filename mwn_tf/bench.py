@@ -64,6 +64,12 @@ def main(argv):
   command = "python -m mwn_tf.bench " + " ".join(sys.argv[1:])
   if f.task == "accuracy" and not f["model"].present:
     f.model = "mlp"
+  if f.gin_param:
+    import gin  # pylint: disable=g-import-not-at-top
+    import mwn_tf.models  # pylint: disable=g-import-not-at-top,unused-import
+    # The registry's builders are gin configurables: e.g. the Fashion-MNIST
+    # results model is fmnist_cnn.filters=(32,64), hidden_units=(128,).
+    gin.parse_config(f.gin_param)
   if f.task == "speed":
     from mwn_tf.runner.strategy import get_strategy  # pylint: disable=g-import-not-at-top
     from mwn_tf.benchmark import step_time  # pylint: disable=g-import-not-at-top
@@ -119,6 +125,9 @@ def _define_flags():
   flags.DEFINE_string("gin_file", "gin/quickstart.gin", "accuracy: config.")
   flags.DEFINE_string("work_dir", None, "accuracy: keep the runs' model dirs "
                       "here (default: a temporary folder, deleted).")
+  flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied before the "
+                            "models are built, e.g. "
+                            "'fmnist_cnn.hidden_units = (128,)'.")
   flags.DEFINE_string("out", None, "Also write the markdown here.")
   flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "tpu"],
                     "speed: build the models in this strategy's scope.")

@@ -69,16 +69,25 @@ class StopAfterEpoch(keras.callbacks.Callback):
 def train_epochs(meta_model, splits, *, start_epoch: int, skip: int,
                  num_epochs: int, steps_per_epoch: int, total_steps: int,
                  batch_size: int, meta_batch_size: int, strategy,
-                 test_data, callbacks, verbose) -> None:
+                 test_data, callbacks, verbose,
+                 eval_every_n_epochs: int = 1) -> None:
   """Trains epochs `start_epoch`.. `num_epochs - 1`, the first one from its
-  step `skip`, evaluating on `test_data` after each; the last epoch stops at
-  `total_steps`."""
+  step `skip`, evaluating on `test_data` after every `eval_every_n_epochs`-th
+  epoch and after the last; the last epoch stops at `total_steps`."""
   callbacks = list(callbacks) + [StopAfterEpoch()]
   for epoch in range(start_epoch, num_epochs):
     steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
     data, fit_steps = epoch_stream(splits, epoch, skip, steps - skip,
                                    batch_size, meta_batch_size, strategy)
+    evaluate = should_evaluate(epoch, num_epochs, eval_every_n_epochs)
     meta_model.fit(data, epochs=num_epochs, initial_epoch=epoch,
-                   steps_per_epoch=fit_steps, validation_data=test_data,
+                   steps_per_epoch=fit_steps,
+                   validation_data=test_data if evaluate else None,
                    callbacks=callbacks, verbose=verbose, shuffle=False)
     skip = 0
+
+
+def should_evaluate(epoch: int, num_epochs: int, every_n_epochs: int) -> bool:
+  """Whether 0-based `epoch` ends with a test evaluation: every
+  `every_n_epochs`-th epoch, and always the last (the final accuracy)."""
+  return (epoch + 1) % every_n_epochs == 0 or epoch + 1 >= num_epochs

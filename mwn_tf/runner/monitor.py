@@ -313,9 +313,13 @@ class TrainingMonitor(keras.callbacks.Callback):
     logs = dict(logs or {})
     step = self._step()
     history = self._state.history
+    # Epochs between evaluations (train_eval.eval_every_n_epochs) have no
+    # val_* logs: their test accuracy is NaN, recorded as null.
     test_acc = float(logs.get("val_accuracy", float("nan")))
+    evaluated = math.isfinite(test_acc)
     best = max([h["test"]["accuracy"] for h in history
-                if h["test"]["accuracy"] is not None] + [test_acc])
+                if h["test"]["accuracy"] is not None]
+               + ([test_acc] if evaluated else []), default=float("nan"))
     record = {
         "epoch": epoch + 1, "step": step,
         "learning_rate": self._epoch_lr,
@@ -329,9 +333,10 @@ class TrainingMonitor(keras.callbacks.Callback):
     }
     with self._writer.as_default():
       self._scalars(logs, step)
-      tf.summary.scalar("test/accuracy", test_acc, step=step)
-      tf.summary.scalar("test/loss", record["test"]["loss"], step=step)
-      tf.summary.scalar("test/best_accuracy", best, step=step)
+      if evaluated:
+        tf.summary.scalar("test/accuracy", test_acc, step=step)
+        tf.summary.scalar("test/loss", record["test"]["loss"], step=step)
+        tf.summary.scalar("test/best_accuracy", best, step=step)
       tf.summary.scalar("train/epoch", epoch + 1, step=step)
       if self._mwn:
         curve = self.curve()
@@ -402,7 +407,9 @@ class TrainingMonitor(keras.callbacks.Callback):
     if "weight_clean" in train and train.get("weight_noisy") is not None:
       parts.append(f"weight clean/noisy {train['weight_clean']:.3f}/"
                    f"{train['weight_noisy']:.3f}")
-    parts += [f"test acc {record['test']['accuracy']:.4f} (best {best:.4f})",
+    test_acc = record["test"]["accuracy"]
+    parts += [f"test acc {test_acc:.4f} (best {best:.4f})"
+              if math.isfinite(test_acc) else "test acc not evaluated",
               f"lr {record['learning_rate']:.3g}",
               f"time {record['epoch_seconds']:.1f}s"]
     show = self._console.line if self._console else logging.info

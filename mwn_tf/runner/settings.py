@@ -137,6 +137,8 @@ _RULES = {
     "steps_per_execution": _int_rule(1),
     "deterministic": _BOOL,
     "eval_batch_size": _int_rule(1),
+    "eval_every_n_epochs": _int_rule(1, " (the last epoch is always "
+                                        "evaluated)"),
     "checkpoint_every_n_steps": _int_rule(0, " (0: at epoch ends only)"),
     "max_checkpoints_to_keep": _int_rule(1),
     "summary_every_n_steps": _int_rule(0, " (0: at epoch ends only)"),

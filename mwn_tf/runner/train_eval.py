@@ -85,6 +85,7 @@ def train_eval(
     steps_per_execution: int = 1,
     deterministic: bool = False,
     eval_batch_size: int = 500,
+    eval_every_n_epochs: int = 1,
     checkpoint_every_n_steps: int = 1000,
     max_checkpoints_to_keep: int = 3,
     summary_every_n_steps: int = 100,
@@ -140,6 +141,8 @@ def train_eval(
     steps_per_execution: train steps per `tf.function` call.
     deterministic: `tf.config.experimental.enable_op_determinism()`.
     eval_batch_size: batch for the test split and the per-sample pass.
+    eval_every_n_epochs: test-set evaluation interval in epochs; the last
+      epoch is always evaluated. Epochs in between record no test accuracy.
     checkpoint_every_n_steps: step checkpoint interval (0: epoch ends only);
       a kill loses at most this many steps.
     max_checkpoints_to_keep: older checkpoints are deleted.
@@ -292,6 +295,7 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
         total_steps=plan.total_steps, batch_size=s["batch_size"],
         meta_batch_size=s["meta_batch_size"], strategy=strategy,
         test_data=splits.test(s["eval_batch_size"], strategy),
+        eval_every_n_epochs=s["eval_every_n_epochs"],
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
                              s["checkpoint_every_n_steps"], signals,
                              mid_epoch=skip > 0, console=console),
