@@ -1,7 +1,8 @@
 r"""Collects every results.json under some folders into one markdown table.
 
     python launch/collect_results.py runs/sweep_noise [more dirs] \
-        [--output=runs/sweep_noise/results.md] [--metric=both|best|final]
+        [--output=runs/sweep_noise/results.md] [--metric=both|best|final] \
+        [--figures=runs/sweep_noise/figures]
 
 Three tables come out:
   1. The paper's layout: one row per (dataset, corruption, method), one
@@ -17,6 +18,10 @@ Three tables come out:
      lowest-weight samples at the realised noise rate; then the wall time
      per run (training only).
   3. Every run on its own line, with its folder, steps and state.
+
+With --figures=DIR, one PNG per (dataset, corruption, level) in DIR: test
+accuracy per epoch of each method, mean over seeds with their range
+(`mwn_tf.analysis.figures.accuracy_curves`), from the runs' histories.
 
 The method is the run's `method` with its fast-mode options (from
 RUN/operative_config.gin): `mwn` (exact), `mwn+last1+interval2`
@@ -96,6 +101,10 @@ def describe(result: dict) -> dict:
       "seed": result.get("seed", hp.get("seed")),
       "corruption": corruption, "level": level, "level_key": sort_key,
       "best": result.get("best_epoch_test_accuracy"),
+      "best_epoch": result.get("best_epoch"),
+      "epochs": result.get("epochs"),
+      "curve": [(h.get("epoch"), (h.get("test") or {}).get("accuracy"))
+                for h in result.get("history") or []],
       "final": result.get("final_epoch_test_accuracy"),
       "finished": bool(result.get("finished")),
       "steps": result.get("steps"), "total_steps": result.get("total_steps"),
@@ -170,9 +179,9 @@ def details_table(rows) -> str:
   """One row per (dataset, corruption, level, method), means over seeds."""
   out = ["### Details (mean ± sd over seeds)\n",
          "| dataset | corruption | level | method | seeds | final % | best % "
-         "| weight clean / corrupted | AUROC | precision / recall at realised "
-         "rate | wall s/run |",
-         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+         "| best epoch / epochs | weight clean / corrupted | AUROC "
+         "| precision / recall at realised rate | wall s/run |",
+         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   groups = {}
   for r in rows:
     key = (r["dataset"], r["corruption"], r["level_key"], r["level"],
@@ -192,7 +201,9 @@ def details_table(rows) -> str:
     out.append(
         f"| {dataset} | {corruption} | {level} | {method}{unfinished} "
         f"| {len(runs)} | {_num(*stat('final'), 2, 100)} "
-        f"| {_num(*stat('best'), 2, 100)} | {weights} "
+        f"| {_num(*stat('best'), 2, 100)} "
+        f"| {_num(stat('best_epoch')[0], None, 1)} / {runs[0]['epochs']} "
+        f"| {weights} "
         f"| {_num(*stat('auroc'), 3)} | {pr} "
         f"| {_num(*stat('wall_time_s'), 0)} |")
   return "\n".join(out) + "\n"
@@ -212,8 +223,42 @@ def runs_table(rows) -> str:
   return "\n".join(out) + "\n"
 
 
-def collect(roots, metric: str = "both") -> str:
-  """The markdown text for all results.json under `roots`."""
+def accuracy_figures(rows, out_dir: str) -> list:
+  """One test-accuracy-per-epoch PNG per (dataset, corruption, level);
+  returns the paths written."""
+  # Imported here: the tables need no matplotlib (nor TensorFlow, which the
+  # analysis package loads: keep its start-up lines off the console).
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from mwn_tf.analysis import figures  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+  groups = {}
+  for r in rows:
+    if r["curve"]:
+      key = (r["dataset"], r["corruption"], r["level"])
+      groups.setdefault(key, {}).setdefault(r["method"], []).append(r)
+  written = []
+  for (dataset, corruption, level), methods in sorted(groups.items()):
+    curves = {}
+    for method, runs in sorted(methods.items(),
+                               key=lambda m: (m[0] != "baseline", m[0])):
+      length = min(len(r["curve"]) for r in runs)
+      epochs = [e for e, _ in runs[0]["curve"][:length]]
+      accs = [[math.nan if a is None else a for _, a in r["curve"][:length]]
+              for r in runs]
+      curves[method] = (epochs, accs)
+    kind = corruption.split(" (")[0]
+    name = f"{dataset}_{kind.replace(' ', '_')}_{level}_accuracy.png"
+    context = f"{dataset}, {kind} {level}{'' if 'IF' in corruption else '%'}"
+    written.append(figures.save(
+        figures.accuracy_curves(curves, context=context),
+        os.path.join(out_dir, name.replace("-", ""))))
+  return written
+
+
+def collect(roots, metric: str = "both", rows_out: Optional[list] = None
+            ) -> str:
+  """The markdown text for all results.json under `roots`; the rows are
+  also appended to `rows_out` when given."""
   rows, problems = [], []
   for name, path in run_dir.find_results(roots):
     try:
@@ -225,6 +270,8 @@ def collect(roots, metric: str = "both") -> str:
     row["method"] = row.pop("label")
     row["path"] = name
     rows.append(row)
+  if rows_out is not None:
+    rows_out.extend(rows)
   if not rows:
     return f"No results.json under {', '.join(roots)}.\n"
   text = ["# MW-Net results\n",
@@ -242,8 +289,14 @@ def main(argv=None):
   parser.add_argument("--output", help="write here instead of stdout")
   parser.add_argument("--metric", choices=("both", "best", "final"),
                       default="both", help="accuracy shown in the paper table")
+  parser.add_argument("--figures", help="also draw the test accuracy per "
+                      "epoch of each setting here (PNG)")
   args = parser.parse_args(argv)
-  text = collect(args.roots, args.metric)
+  rows = []
+  text = collect(args.roots, args.metric, rows)
+  if args.figures:
+    for path in accuracy_figures(rows, args.figures):
+      print(f"figure: {path}", file=sys.stderr)
   if args.output:
     with open(args.output, "w") as f:
       f.write(text)

@@ -110,6 +110,10 @@ PLANS = (
 )
 
 
+# Files used after another one, not alone: the file they follow in the test.
+FOLLOWS = {"fashion_mnist_quick.gin": "fashion_mnist_uniform_60.gin"}
+
+
 def _included(name):
   """The gin files that `name` includes."""
   text = open(os.path.join(REPO, "gin", name)).read()
@@ -185,7 +189,8 @@ def _check_exports(results, num_classes, image_shape):
 def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
   data, bindings = _plan(name)
   model_dir = str(tmp_path / "run")
-  argv = [f"--gin_file=gin/{name}", f"--model_dir={model_dir}"]
+  argv = [f"--gin_file=gin/{n}" for n in (FOLLOWS.get(name), name) if n]
+  argv += [f"--model_dir={model_dir}"]
   argv += [f"--gin_param={b}" for b in bindings]
   if data == "clothing1m":
     argv += [f"--gin_param=clothing1m.manual_dir = "

@@ -1,10 +1,13 @@
-"""gin/fashion_mnist_*.gin: what each binds, and each one end to end through
-`python -m mwn_tf.main` (shrunk to a few steps) on the real Fashion-MNIST
-files, then `python -m mwn_tf.analyze` on one of them. Also fmnist_cnn, the
-model they train."""
+"""gin/fashion_mnist_*.gin: what each binds, the data each gives on the real
+Fashion-MNIST files, and the sweep's pipeline (train, then `python -m
+mwn_tf.analyze`) on one of them; every file runs end to end through `python
+-m mwn_tf.main` in test_gin_end_to_end.py. Also fmnist_cnn, the model they
+train."""
 
 import json
 import os
+
+from mwn_tf import data as data_lib
 
 from absl import flags
 import gin
@@ -32,6 +35,8 @@ SETTINGS = {
     "fashion_mnist_flip_40.gin": ("flip", 0.4, None, None),
     "fashion_mnist_longtail_50.gin": (None, None, 50.0, 100),
 }
+# Added after a setting's file for a quick check; not a results recipe.
+QUICK = "fashion_mnist_quick.gin"
 # Shrinks a run to a few steps; num_train keeps the long tail's last class
 # non-empty (n_max = 50 -> 1 ankle boot).
 SHRINK = ["train_eval.train_steps = 3", "train_eval.batch_size = 16",
@@ -55,7 +60,7 @@ def query(binding):
 def test_every_fashion_mnist_gin_file_is_listed():
   shipped = {n for n in os.listdir(os.path.join(REPO, "gin"))
              if "fashion_mnist" in n}
-  assert shipped == set(SETTINGS)
+  assert shipped == set(SETTINGS) | {QUICK}
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
@@ -68,13 +73,22 @@ def test_bindings(name):
   assert query("fashion_mnist.noise_rate") == rate
   assert query("fashion_mnist.imbalance_factor") == factor
   assert query("fashion_mnist.num_meta") == num_meta
-  assert query("fashion_mnist.num_train") == 10000
+  # The scale recipe: 20,000 noisy images, a 0.42M-parameter classifier.
+  assert query("fashion_mnist.num_train") == 20000
+  assert query("fmnist_cnn.filters") == (32, 64)
+  assert query("fmnist_cnn.hidden_units") == (128,)
   assert query("train_eval.normalize_weights") == "sum"
-  assert query("train_eval.learning_rate") == 0.02
+  assert query("train_eval.learning_rate") == 0.1  # the paper's
   # The paper's schedule, x0.1 at 80/120 and 100/120 of the run, rounded.
   epochs = query("train_eval.epochs")
   decay = query("train_eval.lr_decay_epochs")
   assert [round(epochs * f) for f in (80 / 120, 100 / 120)] == list(decay)
+  # About 2,400 steps of batch 100 in every setting (the long tail has
+  # fewer images, so more epochs).
+  if name != "base_fashion_mnist.gin":
+    splits = _loaded(name)
+    steps = epochs * splits.steps_per_epoch(100)
+    assert 2200 <= steps <= 2400, steps
   # MW-Net.py's defaults are kept for everything else.
   for unbound in ("momentum", "weight_decay", "batch_size", "meta_batch_size",
                   "meta_optimizer", "meta_learning_rate",
@@ -82,35 +96,38 @@ def test_bindings(name):
     assert query(f"train_eval.{unbound}") is None, unbound
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(SETTINGS))
-def test_end_to_end(name, tmp_path, capsys):
+def _loaded(name):
+  """The DataSplits `name` gives on the real files (no training)."""
   real_data.require_fashion_mnist()
-  model_dir = tmp_path / "run"
-  status, out, err = helpers.call_main(
-      [f"--gin_file=gin/{name}", f"--model_dir={model_dir}"] +
-      [f"--gin_param={b}" for b in SHRINK], capsys)
-  assert status == 0, err[-3000:]
-  assert "final-epoch test accuracy:" in out
-  results = json.loads((model_dir / "results.json").read_text())
+  return data_lib.get("fashion_mnist", seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(set(SETTINGS) - {
+    "base_fashion_mnist.gin"}))
+def test_data(name):
+  parse(name)
   noise_type, rate, factor, num_meta = SETTINGS[name]
-  assert results["finished"] and results["steps"] == 3
-  assert results["dataset"] == "fashion_mnist"
-  assert results["model"] == "fmnist_cnn"
-  data = results["data"]
-  assert data["image_shape"] == [28, 28, 1] and data["num_test"] == 10000
-  assert data["num_meta"] == (num_meta or 1000)
+  summary = _loaded(name).summary(include_matrix=False)
+  assert summary["image_shape"] == [28, 28, 1]
+  assert summary["num_test"] == 10000
+  assert summary["num_meta"] == (num_meta or 1000)
+  counts = summary["class_counts"]
   if factor:
-    assert data["class_counts"][0] == 50 and data["class_counts"][-1] == 1
+    # n_max = 2,000 of the 20,000 subset, down to 2,000 / 50 = 40.
+    assert counts[0] == 2000 and counts[-1] == 40
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
   else:
-    assert data["class_counts"] == [50] * 10
-  assert data["noise_type"] == (noise_type or "none")
-  if noise_type:
-    assert results["realised_noise_rate"] > 0.2
-  else:
-    assert results["realised_noise_rate"] == 0.0
-  for key in ("final_epoch_test_accuracy", "final_sample_weight_clean"):
-    assert results[key] is not None and np.isfinite(results[key]), key
+    assert counts == [2000] * 10
+  assert summary["noise_type"] == (noise_type or "none")
+
+
+def test_quick_variant_shrinks_any_setting():
+  parse("fashion_mnist_flip_40.gin")
+  parse(QUICK)
+  assert query("fashion_mnist.noise_type") == "flip"  # the setting's
+  assert query("fashion_mnist.num_train") == 5000
+  assert query("train_eval.epochs") == 3
+  assert query("train_eval.lr_decay_epochs") == (2,)
 
 
 @pytest.mark.slow
@@ -176,3 +193,25 @@ def test_fmnist_cnn_forward_and_stateless_call_agree():
     np.testing.assert_allclose(logits.numpy(), y.numpy(), rtol=1e-5,
                                atol=1e-5)
   assert isinstance(model, keras.Model)
+
+
+def test_fmnist_cnn_results_recipe_has_a_hidden_bn_layer():
+  """The scale recipe's classifier: (32, 64) channels, a 128-unit hidden
+  Dense -> BN -> ReLU, about 0.42M parameters."""
+  model = models.get("fmnist_cnn", num_classes=10, input_shape=(28, 28, 1),
+                     filters=(32, 64), hidden_units=(128,))
+  bns = [l.name for l in model.layers
+         if isinstance(l, MetaBatchNormalization)]
+  assert bns == ["bn1", "bn2", "dense_bn1"]
+  assert model.get_layer("dense1").kernel.shape == (7 * 7 * 64, 128)
+  assert model.get_layer("dense1").bias is None  # BN's beta is the bias
+  # conv 9*32, bn 2*32, conv 9*32*64, bn 2*64, dense 3136*128, bn 2*128,
+  # logits 128*10 + 10.
+  trainable = 288 + 64 + 18432 + 128 + 401408 + 256 + 1290
+  assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == (
+      trainable)
+  logits, _ = model.stateless_call(
+      [v.value for v in model.trainable_variables],
+      [v.value for v in model.non_trainable_variables],
+      tf.zeros((2, 28, 28, 1)), training=True)
+  assert tuple(logits.shape) == (2, 10)

@@ -10,6 +10,9 @@ Builders (NumPy in, a matplotlib `Figure` out):
   weight_variation     mean weight of clean and corrupted samples over
                        training.
   ablation             test accuracy of runs that differ in V's size.
+  accuracy_curves      test accuracy per epoch of several methods, mean
+                       over seeds with the seeds' range (memorisation shows
+                       as a baseline that peaks early and falls).
 
 Renderers: `save` (a PNG file, for `python -m mwn_tf.analyze`), `png` (PNG
 bytes) and `summary` (a TensorBoard image, for the runner's monitor).
@@ -267,5 +270,43 @@ def ablation(labels: Sequence[str], accuracies: Sequence[Sequence[float]], *,
   ax.grid(False)
   ax.grid(alpha=0.3, axis="y")
   ax.legend(loc="lower right", fontsize=_FONT["legend"])
+  _titled(ax, title, context)
+  return fig
+
+
+def accuracy_curves(curves: dict, *, xlabel: str = "epoch",
+                    title: str = "Test accuracy during training",
+                    context: str = "") -> Figure:
+  """Test accuracy per epoch, one line per method (the paper's Fig. 1 view).
+
+  Args:
+    curves: method label -> (epochs `[e]`, accuracies `[seeds, e]`, NaN
+      where an epoch was not evaluated); the line is the mean over seeds, the
+      band the seeds' min to max, the star each method's best mean epoch.
+    xlabel: x axis label.
+    title: first title line.
+    context: second title line (see `caption`).
+  """
+  fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+  ax = fig.add_subplot()
+  colors = {"baseline": "tab:gray", "mwn": "tab:green"}
+  for i, (label, (epochs, accs)) in enumerate(curves.items()):
+    epochs = np.asarray(epochs, dtype=float)
+    accs = np.atleast_2d(np.asarray(accs, dtype=float))
+    shown = np.isfinite(accs).all(axis=0)
+    x, a = epochs[shown], accs[:, shown]
+    mean = a.mean(axis=0)
+    color = colors.get(label, f"C{i + 2}")
+    n = a.shape[0]
+    ax.plot(x, mean, color=color, marker="o", ms=3,
+            label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+    if n > 1:
+      ax.fill_between(x, a.min(axis=0), a.max(axis=0), color=color,
+                      alpha=0.2, linewidth=0)
+    best = int(np.argmax(mean))
+    ax.plot(x[best], mean[best], marker="*", ms=12, color=color,
+            linestyle="none")
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  _style(ax, xlabel, "test accuracy")
   _titled(ax, title, context)
   return fig

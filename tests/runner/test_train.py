@@ -149,6 +149,34 @@ def test_baseline(tmp_path):
   assert "test/accuracy" in tags["scalars"]
 
 
+def test_eval_every_n_epochs_skips_evaluations_but_never_the_last(tmp_path):
+  """5 epochs, evaluated after epochs 2, 4 and 5 (the last): the others
+  record no test accuracy and write no test scalars; the summary's best and
+  final come from the evaluated epochs."""
+  results = run(tmp_path, "train_eval.train_steps = None",
+                "train_eval.epochs = 5", "train_eval.batch_size = 300",
+                "train_eval.eval_every_n_epochs = 2",
+                "train_eval.sample_every_n_epochs = 0",
+                "train_eval.export = False")
+  accs = [h["test"]["accuracy"] for h in results["history"]]
+  assert [a is not None for a in accs] == [False, True, False, True, True]
+  assert results["final_epoch_test_accuracy"] == accs[-1]
+  assert results["best_epoch"] in (2, 4, 5)
+  tags, acc = plugin_tags(tmp_path)
+  assert "test/accuracy" in tags["scalars"]
+  steps = [e.step for e in acc.Tensors("test/accuracy")]
+  per_epoch = results["history"][0]["step"]
+  assert steps == [2 * per_epoch, 4 * per_epoch, 5 * per_epoch]
+  with pytest.raises(settings.ConfigError, match="eval_every_n_epochs"):
+    settings.check_settings({"eval_every_n_epochs": 0})
+
+
+def test_should_evaluate():
+  assert [epochs.should_evaluate(e, 7, 3) for e in range(7)] == [
+      False, False, True, False, False, True, True]
+  assert all(epochs.should_evaluate(e, 4, 1) for e in range(4))
+
+
 @pytest.mark.parametrize("method,what", [("mwn", "meta_loss became nan"),
                                          ("baseline", "parameters became")])
 def test_non_finite_stops_at_the_step_and_keeps_the_last_checkpoint(
