@@ -39,6 +39,7 @@
 # skipped; a killed one resumes from its checkpoint when the sweep is run
 # again. A failed run is reported and the sweep goes on. At the end:
 #   SWEEP_DIR/results.md  (python launch/collect_results.py SWEEP_DIR)
+#   SWEEP_DIR/figures/*_accuracy.png  (test accuracy per epoch, per setting)
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/.."
@@ -185,7 +186,8 @@ FAILED=()
 while IFS= read -r marker; do
   FAILED+=("${marker%.failed}")
 done < <(find "$SWEEP_DIR" -name '*.failed' | sort)
-"$PYTHON" launch/collect_results.py "$SWEEP_DIR" --output="$SWEEP_DIR/results.md"
+"$PYTHON" launch/collect_results.py "$SWEEP_DIR" --output="$SWEEP_DIR/results.md" \
+  --figures="$SWEEP_DIR/figures"
 echo "table: $SWEEP_DIR/results.md" >&2
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   echo "${#FAILED[@]} run(s) failed: ${FAILED[*]}" >&2; exit 1

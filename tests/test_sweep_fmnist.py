@@ -26,21 +26,23 @@ def _commands(stderr):
   return [l for l in stderr.splitlines() if l.startswith("== ")]
 
 
-def test_fmnist_dry_run_is_the_readme_table():
-  proc = _sweep("fmnist", env={"DRY_RUN": "1", "SWEEP_DIR": "/nonexistent"})
+@pytest.mark.parametrize("fast", ["", "mwn+last2"])
+def test_fmnist_dry_run_is_the_readme_table(fast):
+  proc = _sweep("fmnist", env={"DRY_RUN": "1", "SWEEP_DIR": "/nonexistent",
+                               "FMNIST_FAST": fast})
   assert proc.returncode == 0, proc.stderr
   lines = _commands(proc.stderr)
-  assert len(lines) == 4 * 3 * 3  # settings x methods x seeds
+  methods = ["baseline", "mwn"] + ([fast] if fast else [])
+  assert len(lines) == 4 * len(methods) * 3  # settings x methods x seeds
   for setting in ("uniform_40", "uniform_60", "flip_40", "longtail_50"):
-    for method in ("baseline", "mwn", "mwn+last1+interval2"):
+    for method in methods:
       for seed in (0, 1, 2):
         run = f"/nonexistent/fashion_mnist_{setting}/{method}/seed{seed}:"
         [line] = [l for l in lines if l.split()[1] == run]
         assert f"--gin_file=gin/fashion_mnist_{setting}.gin" in line
         assert f"train_eval.seed\\ =\\ {seed}" in line
-        if method == "mwn+last1+interval2":
-          assert "MetaWeightModel.virtual_layers\\ =\\ 1" in line
-          assert "MetaWeightModel.meta_interval\\ =\\ 2" in line
+        if method == "mwn+last2":
+          assert "MetaWeightModel.virtual_layers\\ =\\ 2" in line
         else:
           assert "MetaWeightModel" not in line
           assert f"train_eval.method\\ =\\ \\'{method}\\'" in line
@@ -55,8 +57,9 @@ def test_fmnist_fast_dry_run_is_the_fast_mode_study():
   assert methods == {f"mwn+{m}" for m in (
       "interval2", "interval5", "last1", "last2", "last1+interval2",
       "last1+interval5", "last2+interval2", "last2+interval5")}
-  assert len(lines) == 8 * 3
-  assert all("fashion_mnist_uniform_60.gin" in l for l in lines)
+  assert len(lines) == 2 * 8 * 3
+  for setting in ("uniform_60", "flip_40"):
+    assert sum(f"fashion_mnist_{setting}.gin" in l for l in lines) == 8 * 3
 
 
 @pytest.mark.parametrize("method", ["mwn+fast", "baseline+last1", "last1",
@@ -92,16 +95,21 @@ def test_shrunk_fmnist_sweep_trains_analyses_and_collects(tmp_path):
   fast = [l for l in details if "| mwn+last1+interval2 |" in l][0]
   cells = [c.strip() for c in fast.split("|")[1:-1]]
   assert cells[4] == "1"                      # one seed
-  assert cells[8] != "–" and cells[9] != "–"  # AUROC, precision / recall
+  assert cells[9] != "–" and cells[10] != "–"  # AUROC, precision / recall
+  assert cells[7] == "1.0 / 1"                # best epoch / epochs
+  figures = sorted(p.name for p in (sweep_dir / "figures").iterdir())
+  assert figures == ["fashion_mnist_flip_noise_40_accuracy.png",
+                     "fashion_mnist_uniform_noise_60_accuracy.png"]
   # A second call skips the finished, analysed runs.
   again = _sweep("fmnist_fast", env={
       "SWEEP_DIR": str(sweep_dir), "SEEDS": "0", "PYTHON": sys.executable,
       "METHODS": "baseline mwn+last1+interval2"})
-  assert again.returncode == 0 and again.stderr.count("finished, skipped") == 2
+  assert again.returncode == 0 and again.stderr.count("finished, skipped") == 4
 
 
 def _fake_run(root, name, *, method, seed, final, best, clean=None,
-              noisy=None, wall=10.0, config="", detection=None):
+              noisy=None, wall=10.0, config="", detection=None, best_epoch=2,
+              history=()):
   folder = root / name
   folder.mkdir(parents=True)
   (folder / "results.json").write_text(json.dumps({
@@ -109,6 +117,9 @@ def _fake_run(root, name, *, method, seed, final, best, clean=None,
       "seed": seed, "final_epoch_test_accuracy": final,
       "best_epoch_test_accuracy": best, "finished": True, "steps": 6,
       "total_steps": 6, "final_sample_weight_clean": clean,
+      "best_epoch": best_epoch, "epochs": 3,
+      "history": [{"epoch": e + 1, "test": {"accuracy": a}}
+                  for e, a in enumerate(history)],
       "final_sample_weight_noisy": noisy, "wall_time_s": wall,
       "hparams": {"noise_type": "uniform", "noise_rate": 0.6,
                   "imbalance_factor": 1.0}}))
@@ -131,7 +142,7 @@ def test_details_table_arithmetic(tmp_path):
   for seed, (final, auroc) in enumerate(((0.80, 0.90), (0.84, 0.94))):
     _fake_run(tmp_path, f"u60/mwn/seed{seed}", method="mwn", seed=seed,
               final=final, best=final + 0.01, clean=0.5, noisy=0.1,
-              wall=100 + 20 * seed, config=exact,
+              wall=100 + 20 * seed, config=exact, best_epoch=1 + 2 * seed,
               detection=_detection(auroc, 0.8))
   _fake_run(tmp_path, "u60/fast/seed0", method="mwn", seed=0, final=0.81,
             best=0.82, clean=0.4, noisy=0.2, config=fast,
@@ -143,12 +154,13 @@ def test_details_table_arithmetic(tmp_path):
           if l.startswith("| fashion_mnist | uniform noise (%) | 60 |")}
   assert set(rows) == {"mwn", "mwn+last1+interval2", "baseline"}
   # mean ± sample sd over the two seeds: 82 ± 2.83, AUROC 0.92 ± 0.028.
-  assert ("| 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | 0.500 / 0.100 | 0.920 ± 0.028 "
-          "| 0.800 ± 0.000 / 0.800 ± 0.000 | 110 ± 14 |") in rows["mwn"]
-  assert ("| 1 | 81.00 | 82.00 | 0.400 / 0.200 | 0.850 | 0.700 / 0.700 | 10 |"
-          in rows["mwn+last1+interval2"])
-  assert "| 1 | 75.00 | 79.00 | 1.000 / 1.000 | – | – | 10 |" in rows[
-      "baseline"]
+  assert ("| 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | 2.0 / 3 | 0.500 / 0.100 "
+          "| 0.920 ± 0.028 | 0.800 ± 0.000 / 0.800 ± 0.000 | 110 ± 14 |"
+          ) in rows["mwn"]
+  assert ("| 1 | 81.00 | 82.00 | 2.0 / 3 | 0.400 / 0.200 | 0.850 "
+          "| 0.700 / 0.700 | 10 |" in rows["mwn+last1+interval2"])
+  assert ("| 1 | 75.00 | 79.00 | 2.0 / 3 | 1.000 / 1.000 | – | – | 10 |"
+          in rows["baseline"])
   # The paper table keeps the fast mode apart from the exact runs.
   assert "| mwn+last1+interval2 | 82.00 / 81.00 |" in text
 
@@ -160,3 +172,20 @@ def test_fast_mode_label():
       "MetaWeightModel.virtual_layers = None\n") == "+interval5"
   assert collect_results.fast_mode(
       "MetaWeightModel.virtual_layers = 2\n") == "+last2"
+
+
+def test_accuracy_figures_one_per_setting(tmp_path):
+  """The figure lines come from each run's history: mean over seeds, NaN
+  (unevaluated) epochs left out."""
+  for seed in (0, 1):
+    _fake_run(tmp_path, f"u60/mwn/seed{seed}", method="mwn", seed=seed,
+              final=0.8, best=0.8, history=(0.5, None, 0.8))
+  _fake_run(tmp_path, "u60/baseline/seed0", method="baseline", seed=0,
+            final=0.6, best=0.7, history=(0.7, None, 0.6))
+  rows = []
+  collect_results.collect([str(tmp_path)], rows_out=rows)
+  [path] = collect_results.accuracy_figures(rows, str(tmp_path / "figs"))
+  assert path.endswith("fashion_mnist_uniform_noise_60_accuracy.png")
+  assert os.path.getsize(path) > 10000
+  curves = {r["method"]: r["curve"] for r in rows}
+  assert curves["baseline"] == [(1, 0.7), (2, None), (3, 0.6)]
