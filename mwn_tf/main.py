@@ -116,6 +116,34 @@ def _quote_hint(binding: str, message: str) -> str:
   return f"did you mean '{token[1]}'? (strings need quotes)"
 
 
+# nan and inf in a binding: gin parses neither (`nan` reads as an unquoted
+# string, `float('nan')` as a call), and no setting accepts them.
+_NON_FINITE = re.compile(
+    r"[-+]?(nan|inf|infinity|(math|np|numpy)\.(nan|inf)|"
+    r"float\(\s*(['\"])[-+]?(nan|inf|infinity)\4\s*\))", re.I)
+
+
+def _non_finite(source: str, binding: str) -> str:
+  """The error for `name = nan` (or inf): the binding wants a finite number,
+  e.g. its default; "" for any other binding."""
+  name, _, value = binding.partition("=")
+  name = name.strip()
+  if not name or not _NON_FINITE.fullmatch(value.strip()):
+    return ""
+  family, _, parameter = name.rpartition(".")
+  example = ""
+  try:
+    import inspect  # pylint: disable=g-import-not-at-top
+    default = inspect.signature(gin.get_configurable(
+        family.rpartition("/")[2])).parameters[parameter].default
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+      example = f", e.g. {name} = {default!r} (its default)"
+  except (ValueError, TypeError, KeyError):
+    pass
+  return (f"invalid gin config in {source}: {name} must be a finite number"
+          f"{example}; gin reads no nan or inf.")
+
+
 def _line_of(path: str, e: Exception) -> str:
   """The line of gin file `path` that error `e` names ("line N"), or ""."""
   # The last "line N": gin's own; Python's parser may name a line of its
@@ -134,6 +162,8 @@ def _line_of(path: str, e: Exception) -> str:
 
 
 def _gin_error(source: str, e: Exception, binding: str = "") -> str:
+  if _non_finite(source, binding):
+    return _non_finite(source, binding)
   if isinstance(e, tokenize.TokenError) and len(e.args) == 2:
     message, (line, _) = e.args
     lines = [f"{message} at line {line} (an unclosed bracket or quote?)"]

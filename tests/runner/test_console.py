@@ -221,6 +221,13 @@ def test_help_lists_every_setting_without_importing_tensorflow():
     (["digit.noise_rate = 0.2"], "did you mean digits?"),
     (["train_eval.method=baseline"], "did you mean train_eval.method = "
      "'baseline'? (strings need quotes)"),
+    # gin parses no nan or inf: the fix is a finite number, not quotes.
+    (["train_eval.learning_rate = nan"], "train_eval.learning_rate must be "
+     "a finite number, e.g. train_eval.learning_rate = 0.1 (its default)"),
+    (["train_eval.learning_rate = float('nan')"], "train_eval.learning_rate "
+     "must be a finite number, e.g. train_eval.learning_rate = 0.1"),
+    (["digits.noise_rate = -inf"], "digits.noise_rate must be a finite "
+     "number, e.g. digits.noise_rate = 0.0"),
 ])
 def test_a_bad_binding_names_its_fix_and_leaves_no_model_dir(
     tmp_path, capsys, bindings, fix):
@@ -238,6 +245,8 @@ def test_a_bad_binding_names_its_fix_and_leaves_no_model_dir(
     ("train_eval.epoch = 5", "did you mean train_eval.epochs?"),
     ("train_eval.method = baseline", "did you mean train_eval.method = "
      "'baseline'? (strings need quotes)"),
+    ("train_eval.meta_learning_rate = float(\"inf\")",
+     "train_eval.meta_learning_rate must be a finite number"),
 ])
 def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
   config = tmp_path / "mine.gin"
