@@ -344,7 +344,6 @@ def main(argv):
   model_dir = FLAGS.model_dir or settings.default_model_dir(FLAGS.gin_file,
                                                             FLAGS.gin_param)
   check_writable(model_dir)
-  logging.info("model_dir: %s", model_dir)
   try:
     dist = strategy.get_strategy(FLAGS.strategy, FLAGS.tpu)
   except (ValueError, RuntimeError) as e:

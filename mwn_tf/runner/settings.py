@@ -257,6 +257,18 @@ def plan_steps(splits, *, dataset: str, epochs: int, train_steps,
                   math.ceil(total_steps / steps_per_epoch), boundaries)
 
 
+def check_meta_batch(splits, *, dataset: str, meta_batch_size: int) -> None:
+  """Refuses a meta batch larger than the meta set: it would hold the same
+  clean images several times, which no setting of the paper does."""
+  if meta_batch_size > splits.num_meta:
+    raise ConfigError(
+        f"train_eval.meta_batch_size = {meta_batch_size} is larger than the "
+        f"{splits.num_meta} images of {dataset!r}'s meta set "
+        f"({dataset}.num_meta); bind train_eval.meta_batch_size <= "
+        f"{splits.num_meta} or a larger {dataset}.num_meta, so that no meta "
+        f"batch repeats an image.")
+
+
 _GIN_CALL_LINE = re.compile(r"^\s*In call to configurable ")
 
 

@@ -177,6 +177,8 @@ def train_eval(
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(int(seed))
   splits = settings_lib.load_data(dataset, seed)
+  settings_lib.check_meta_batch(splits, dataset=dataset,
+                                meta_batch_size=meta_batch_size)
   plan = settings_lib.plan_steps(
       splits, dataset=dataset, epochs=epochs, train_steps=train_steps,
       batch_size=batch_size, lr_decay_epochs=lr_decay_epochs,
@@ -187,6 +189,8 @@ def train_eval(
   with strategy.scope():
     meta_model, constant_lr = _build(splits, plan, settings)
 
+  # Said here, not by the entry point: a run refused above never creates it.
+  logging.info("model_dir: %s", model_dir)
   # The run's folder and its writer. The chief holds the folder's lock for
   # the whole run, from before the clean-up of what killed writes left; a
   # SIGTERM/SIGINT from here on stops after a step, with a checkpoint.

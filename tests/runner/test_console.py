@@ -222,6 +222,10 @@ def test_help_lists_every_setting_without_importing_tensorflow():
     (["train_eval.method=baseline"], "did you mean train_eval.method = "
      "'baseline'? (strings need quotes)"),
     # gin parses no nan or inf: the fix is a finite number, not quotes.
+    # A meta batch larger than the meta set would repeat meta images.
+    (["train_eval.meta_batch_size = 500"], "train_eval.meta_batch_size = 500 "
+     "is larger than the 100 images of 'digits''s meta set "
+     "(digits.num_meta); bind train_eval.meta_batch_size <= 100"),
     (["train_eval.learning_rate = nan"], "train_eval.learning_rate must be "
      "a finite number, e.g. train_eval.learning_rate = 0.1 (its default)"),
     (["train_eval.learning_rate = float('nan')"], "train_eval.learning_rate "
@@ -257,6 +261,22 @@ def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
   assert status == 2
   (message,) = test_main.error_lines(err)
   assert f"--gin_file={config}" in message and fix in message
+  assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("binding", [
+    "train_eval.meta_batch_size = 500",  # Refused once the data is loaded.
+    "mlp.hidden_sizes = (0,)",  # Refused when the model is built.
+])
+def test_a_refused_run_prints_its_error_alone(tmp_path, binding):
+  # No "model_dir: X" line: X is never created.
+  model_dir = tmp_path / "run"
+  status, out = run_main(["--gin_file=gin/smoke.gin",
+                          f"--model_dir={model_dir}",
+                          f"--gin_param={binding}"], timeout=300)
+  assert status == 2, out[-3000:]
+  (line,) = out.splitlines()
+  assert line.startswith("mwn_tf.main: error: "), out
   assert not model_dir.exists()
 
 
