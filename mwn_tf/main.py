@@ -355,10 +355,11 @@ def main(argv):
   except checkpointing.NonFiniteError as e:
     _fail(f"training stopped: {_first_line(e)}", EXIT_NONFINITE)
   except stopping.Stopped as e:
-    print(f"mwn_tf.main: {e}", file=sys.stderr, flush=True)
+    # The first line: gin appends "In call to configurable" to it.
+    print(f"mwn_tf.main: {_first_line(e)}", file=sys.stderr, flush=True)
     sys.exit(exit_codes.STOPPED)
   except run_dir.WriteError as e:
-    _fail(str(e), exit_codes.WRITE_FAILED)
+    _fail(_config_message(e), exit_codes.WRITE_FAILED)
   except KeyboardInterrupt:
     # Ctrl-C before training started (no handler yet): nothing to save.
     _fail("stopped by SIGINT before training started; nothing was trained. "
