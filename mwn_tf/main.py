@@ -383,8 +383,13 @@ def _report(results: dict, model_dir: str) -> None:
           f"train_eval.epochs (or train_eval.train_steps); to write the "
           f"exports again pass --reexport.", flush=True)
   else:
-    print(f"{accuracy}; {results['steps']} steps in "
-          f"{results['wall_time_s']:.0f}s", flush=True)
+    # What this process ran; a resumed run adds its total.
+    ran = results.get("session") or {"steps": results["steps"],
+                                     "wall_time_s": results["wall_time_s"]}
+    total = ("" if ran["steps"] == results["steps"] else
+             f" ({results['steps']} in all)")
+    print(f"{accuracy}; {ran['steps']} steps in {ran['wall_time_s']:.0f}s"
+          f"{total}", flush=True)
   print(f"logs, checkpoints, results.json: {model_dir}  (tensorboard "
         f"--logdir {model_dir}); exports: "
         f"{', '.join(results['exports'].values()) or 'none'}", flush=True)

@@ -237,8 +237,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
   checkpointing.check_same_experiment(
       state, restored, checkpointing.fingerprint(splits, s["batch_size"]),
       model_dir)
-  state.start_session()
   step = int(meta_model.optimizer.iterations.numpy())
+  state.start_session(step)
   _check_not_shorter(state, step, plan, restored, s["train_steps"])
   if restored and step >= plan.total_steps and not s["reexport"]:
     previous = _finished_results(model_dir, export)
@@ -469,6 +469,10 @@ def _results(out: run_dir.Writer, meta_model, state, plan, export: bool,
       "total_steps": plan.total_steps,
       "steps_per_epoch": plan.steps_per_epoch,
       "wall_time_s": round(state.elapsed(), 3), "finished": finished,
+      # What this process ran (a resumed run's earlier sessions excluded).
+      "session": {"steps": int(meta_model.optimizer.iterations.numpy()) -
+                              state.session_first_step,
+                  "wall_time_s": round(state.session_elapsed(), 3)},
       "error": error, "model_dir": out.model_dir, "files": out.files,
       "exports": out.exports if finished and export else {},
       **tail, **(extra or {}), "history": history})
