@@ -184,8 +184,9 @@ def _search_the_repo() -> None:
   gin.add_config_file_search_path(_REPO)
 
 
-def parse_gin(gin_files, gin_params) -> None:
-  """Parses files then bindings; any problem exits 2 naming its source."""
+def parse_gin(gin_files, gin_params, after_files=None) -> None:
+  """Parses files then bindings; any problem exits 2 naming its source.
+  `after_files` (optional) is called between the two."""
   _search_the_repo()
   for path in gin_files:
     try:
@@ -194,12 +195,40 @@ def parse_gin(gin_files, gin_params) -> None:
       # Parsing runs no user code: every exception is a config problem.
       _fail(_gin_error(f"--gin_file={path}", e, _line_of(path, e)),
             EXIT_CONFIG)
+  if after_files is not None:
+    after_files()
   for binding in gin_params:
     try:
       gin.parse_config(binding, skip_unknown=False)
     except Exception as e:  # pylint: disable=broad-except
       _fail(_gin_error(f"--gin_param={binding!r}", e, binding), EXIT_CONFIG)
   gin.finalize()
+
+
+def _number(value: float) -> str:
+  return f"{round(value, 3):g}"
+
+
+def _same_shape(error, planned: dict) -> str:
+  """For decays beyond a shortened run (`settings.ScheduleBeyondRun`): the
+  rebinding that scales them from the length the gin files planned
+  (`planned`: train_eval's settings after the files) to the new one, or ""
+  when that length is unknown or the decays were not written for it."""
+  unit, decays, length = error.unit, error.decays, error.length
+  old = planned.get("epochs" if unit == "epochs" else "train_steps")
+  if not old or old < decays[-1] or old == length:
+    return ""
+  scaled = [d * length / old for d in decays]
+  if unit == "steps":
+    scaled = [max(1, round(d)) for d in scaled]
+  text = [str(d) if unit == "steps" else _number(d) for d in scaled]
+  if len(set(text)) < len(text):  # Too short to keep every decay apart.
+    return ""
+  name = f"train_eval.lr_decay_{unit}"
+  where = ", ".join(f"{d / old:.0%}" for d in decays)
+  values = f"({text[0]},)" if len(text) == 1 else f"({', '.join(text)})"
+  return (f"; for the same schedule (decays at {where} of the run) add "
+          f"--gin_param=\"{name} = {values}\"")
 
 
 def check_writable(model_dir: str) -> None:
@@ -335,10 +364,16 @@ def main(argv):
     # `--model_dir=$UNSET_VAR` must not silently resume the default run.
     _fail("--model_dir is empty; give a folder, or drop the flag for "
           "runs/<gin file stems>[-<params hash>].", EXIT_CONFIG)
-  parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+  planned = {}  # train_eval's settings as the gin files have them.
+  parse_gin(FLAGS.gin_file, FLAGS.gin_param,
+            after_files=lambda: planned.update(train_eval.bound_settings()))
   try:
     # Before model_dir is created: a bad setting leaves no folder behind.
     settings.check_settings(train_eval.bound_settings())
+  except settings.ScheduleBeyondRun as e:
+    hint = _same_shape(e, planned)
+    _fail(_config_message(e).rstrip(".") + hint if hint else
+          _config_message(e), EXIT_CONFIG)
   except settings.ConfigError as e:
     _fail(_config_message(e), EXIT_CONFIG)
   model_dir = FLAGS.model_dir or settings.default_model_dir(FLAGS.gin_file,

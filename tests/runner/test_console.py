@@ -18,6 +18,7 @@ import time
 import types
 
 from absl import logging
+import gin
 import pytest
 
 from mwn_tf import main
@@ -278,6 +279,59 @@ def test_a_refused_run_prints_its_error_alone(tmp_path, binding):
   (line,) = out.splitlines()
   assert line.startswith("mwn_tf.main: error: "), out
   assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("gin_file,bindings,fix", [
+    # quickstart.gin: 60 epochs, decays at 40 and 50.
+    ("gin/quickstart.gin", ["train_eval.epochs = 3"],
+     "train_eval.lr_decay_epochs must be in (0, epochs=3], got (40, 50); for "
+     "the same schedule (decays at 67%, 83% of the run) add --gin_param="
+     "\"train_eval.lr_decay_epochs = (2, 2.5)\""),
+    ("gin/quickstart.gin", ["train_eval.epochs = 7"],
+     "add --gin_param=\"train_eval.lr_decay_epochs = (4.667, 5.833)\""),
+    # No file binds the length: the paper's 120 epochs, decays at 80, 100.
+    ("gin/smoke.gin", ["train_eval.train_steps = None",
+                       "train_eval.lr_decay_epochs = (80, 100)",
+                       "train_eval.epochs = 12"],
+     "add --gin_param=\"train_eval.lr_decay_epochs = (8, 10)\""),
+    # In steps: a file of 1000 steps with decays at 600 and 800, 25 now.
+    (None, ["train_eval.train_steps = 25"],
+     "train_eval.lr_decay_steps must be in [1, train_steps=25], got (600, "
+     "800); for the same schedule (decays at 60%, 80% of the run) add "
+     "--gin_param=\"train_eval.lr_decay_steps = (15, 20)\""),
+])
+def test_a_shortened_schedule_offers_the_scaled_decays(tmp_path, capsys,
+                                                       gin_file, bindings,
+                                                       fix):
+  if gin_file is None:
+    gin_file = tmp_path / "steps.gin"
+    gin_file.write_text("include 'gin/smoke.gin'\n"
+                        "train_eval.train_steps = 1000\n"
+                        "train_eval.lr_decay_steps = (600, 800)\n")
+  model_dir = tmp_path / "run"
+  status, _, err = test_main.call_main(
+      [f"--gin_file={gin_file}", f"--model_dir={model_dir}"] +
+      [f"--gin_param={b}" for b in bindings], capsys)
+  assert status == 2
+  (line,) = test_main.error_lines(err)
+  assert fix in line, line
+  assert not model_dir.exists()
+
+
+def test_the_scaled_decays_run_as_offered(tmp_path, capsys):
+  """The offered rebinding, pasted, passes the check (3 epochs of 11)."""
+  status, _, err = test_main.call_main(
+      ["--gin_file=gin/quickstart.gin", "--gin_param=train_eval.epochs = 3",
+       f"--model_dir={tmp_path / 'run'}"], capsys)
+  offered = re.search(r'--gin_param="(.*)"', err)[1]
+  gin.clear_config()
+  status, _, err = test_main.call_main(
+      ["--gin_file=gin/quickstart.gin", "--gin_param=train_eval.epochs = 3",
+       f"--gin_param={offered}", "--gin_param=train_eval.export = False",
+       f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert status == 0, err[-3000:]
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert results["settings"]["lr_decay_epochs"] == [2, 2.5]
 
 
 def test_missing_clothing1m_data_names_the_binding_and_the_layout(tmp_path,
