@@ -16,23 +16,20 @@ model_dir in use by another run, 3 stopped by SIGTERM/SIGINT with a
 checkpoint, 4 a write failed (disk full); one line on stderr for each.
 """
 
-import contextlib
 import difflib
 import functools
 import importlib.util  # noqa: F401  gin's file reader needs it imported.
-import logging as std_logging
 import os
 import re
 import sys
-import tempfile
 import tokenize
 import uuid
 
 from absl import app
 from absl import flags
-from absl import logging
 import gin
 
+from mwn_tf import console
 from mwn_tf.runner import exit_codes
 from mwn_tf.runner import usage
 
@@ -53,7 +50,6 @@ flags.DEFINE_boolean("reexport", False, "If the run already finished, write "
 FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 EXIT_NONFINITE, EXIT_CONFIG = exit_codes.NONFINITE, exit_codes.CONFIG
 EXIT_CODES = tuple(sorted(exit_codes.MEANINGS.items()))
 
@@ -258,106 +254,27 @@ def check_writable(model_dir: str) -> None:
         os.rmdir(path)
 
 
-# What the run's INFO lines come from (resuming, the model_dir); the data
-# loaders' INFO (the data summary, the transition matrix) is in results.json
-# and TensorBoard.
-_INFO_FROM = (os.path.join(_PACKAGE, "runner"), os.path.join(_PACKAGE,
-                                                             "main.py"))
-# TF's native start-up lines, written to fd 2 before absl's C++ logging is
-# initialised (TF_CPP_MIN_LOG_LEVEL does not reach them): "WARNING: All log
-# messages before absl::InitializeLog()...", "I0000 ... cudart_stub.cc:31]
-# Could not find cuda drivers...", "E0000 ... failed call to cuInit".
-_NATIVE_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
-    r"[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
-    r"E\d{4} .*(cuInit|CUDA|cuda))")
-
-
-class _QuietFilter(std_logging.Filter):
-  """Lets through this package's warnings, the runner's INFO lines and
-  everyone's errors: TF's and absl's INFO and WARNING lines ("Sharding
-  callback duration", "Function 'serve' contains input name(s)",
-  fingerprints) are internals."""
-
-  def filter(self, record):
-    path = os.path.abspath(record.pathname)
-    return (record.levelno >= std_logging.ERROR or
-            (record.levelno >= std_logging.WARNING and
-             path.startswith(_PACKAGE)) or path.startswith(_INFO_FROM))
-
-
-_QUIET_FILTER = _QuietFilter()
-
-
-@contextlib.contextmanager
-def native_stderr_filtered():
-  """Holds back fd 2 while TensorFlow loads (unless `loud()`), then writes
-  what it got except TF's native start-up noise (`_NATIVE_NOISE`)."""
-  if loud():
-    yield
-    return
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as held:
-    os.dup2(held.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      held.seek(0)
-      kept = [line for line in held.read().decode(
-          errors="replace").splitlines() if not _NATIVE_NOISE.match(line)]
-      if kept:
-        print("\n".join(kept), file=sys.stderr, flush=True)
-
-
-class _PlainFormatter(std_logging.Formatter):
-  """"message" for INFO, "warning: message" above: no absl prefix."""
-
-  def format(self, record):
-    text = record.getMessage()
-    if record.levelno > std_logging.INFO:
-      text = f"{record.levelname.lower()}: {text}"
-    return text
-
-
 def loud() -> bool:
   """Whether absl's -v/--verbosity was given (>= 0): everything is shown."""
-  return FLAGS["verbosity"].present and FLAGS.verbosity >= 0
-
-
-def setup_console() -> None:
-  """Before TensorFlow is imported: no C++ start-up lines, no CUDA errors on
-  CPU machines, no TF-internal log lines, plain lines for this package's
-  records; unless `loud()`."""
-  if loud():
-    return
-  # TF's C++ logging reads it once, when TensorFlow is imported; an explicit
-  # setting in the environment wins.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  handler = logging.get_absl_handler()
-  handler.addFilter(_QUIET_FILTER)  # Once: the same object is not re-added.
-  handler.setFormatter(_PlainFormatter())
+  return console.loud(FLAGS)
 
 
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param.",
           EXIT_CONFIG)
-  setup_console()
+  console.setup_console(loud())
   # Imported here, after the console's environment, so that --help and flag
   # errors stay fast.
-  with native_stderr_filtered():
+  with console.native_stderr_filtered(loud()):
     # pylint: disable=g-import-not-at-top
     import tensorflow as tf
     from mwn_tf.runner import checkpointing, run_dir, settings, stopping
     from mwn_tf.runner import strategy, train_eval
     # pylint: enable=g-import-not-at-top
     tf.config.list_physical_devices()  # Where CUDA's start-up errors come.
+  console.quiet_tensorflow(tf, loud())
   if not loud():
-    tf.get_logger().setLevel("ERROR")
     if "tensorflow_datasets" in sys.modules:
       sys.modules["tensorflow_datasets"].disable_progress_bar()
   if FLAGS.model_dir is not None and not FLAGS.model_dir.strip():

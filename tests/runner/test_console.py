@@ -108,6 +108,37 @@ def test_verbosity_brings_the_log_lines_back(tmp_path):
   assert "Saved checkpoint" in out
 
 
+def _run_module(module, args):
+  proc = subprocess.run([sys.executable, "-m", module] + list(args), cwd=REPO,
+                        env=ENV, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, timeout=600)
+  return proc.returncode, proc.stdout
+
+
+def test_analyze_is_as_quiet_as_main_and_loud_with_v(tmp_path):
+  # An empty folder: TensorFlow is started, then the analysis says what is
+  # missing, in its own words only.
+  status, out = _run_module("mwn_tf.analyze", [f"--model_dir={tmp_path}"])
+  assert status == 1, out
+  assert out.startswith("mwn_tf.analyze: error: "), out
+  assert not NOISE.search(out), out
+  status, out = _run_module("mwn_tf.analyze", [f"--model_dir={tmp_path}",
+                                               "-v", "0"])
+  assert status == 1 and re.search("cudart_stub|cuInit|cpu_feature_guard|"
+                                   "absl::InitializeLog", out), out
+
+
+def test_bench_is_as_quiet_as_main(tmp_path):
+  status, out = _run_module("mwn_tf.bench", [
+      "--model=mlp", "--input_shape=8,8,1", "--batch_size=8", "--rounds=1",
+      "--steps=1", "--warmup=1", "--modes=plain"])
+  assert status == 0, out
+  assert "| plain |" in out, out
+  # Its own table has "ms/step": only TensorFlow's lines are noise here.
+  assert not re.search(r"absl::InitializeLog|cudart_stub|cuInit|"
+                       r"cpu_feature_guard|^[IWE]\d{4} ", out, re.M), out
+
+
 class _Iterations:
 
   def __init__(self):
