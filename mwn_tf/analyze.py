@@ -74,13 +74,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from mwn_tf import console
+# NumPy only: the analysis proper (report, which imports TensorFlow) is
+# imported once the console is set up (`main`).
 from mwn_tf.analysis.detection import AnalysisError
+from mwn_tf.analysis.detection import CLASSIFIER_OUTPUTS
 from mwn_tf.analysis.detection import format_report
-from mwn_tf.analysis.report import analyze
-from mwn_tf.analysis.report import score
-from mwn_tf.analysis.report import SOURCES
-from mwn_tf.analysis.sources import CLASSIFIER_OUTPUTS
-from mwn_tf.analysis.sources import TRAIN_COMMAND
+from mwn_tf.analysis.detection import SOURCES
+from mwn_tf.analysis.detection import TRAIN_COMMAND
 
 
 # ----------------------------------------------------------------------------
@@ -164,13 +165,14 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
     print(f"mwn_tf.analyze: error: unknown command {' '.join(commands)!r}; "
           "use no command (analyse --model_dir) or `score`.", file=sys.stderr)
     return 2
+  from mwn_tf.analysis import report  # pylint: disable=g-import-not-at-top
   try:
     if commands == ["score"]:
       missing = [f"--{n}" for n in ("classifier", "weight_net", "data")
                  if fv[n].value is None]
       if missing:
         raise AnalysisError(f"`score` needs {', '.join(missing)}.")
-      result = score(fv.classifier, fv.weight_net, fv.data, fv.out_dir,
+      result = report.score(fv.classifier, fv.weight_net, fv.data, fv.out_dir,
                      fv.batch_size, fv.flag_rate, fv.figures,
                      fv.classifier_outputs)
     else:
@@ -178,7 +180,7 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
         raise AnalysisError(
             "--model_dir is required: the folder of a training run "
             f"(`{TRAIN_COMMAND}`); or use `score` for new data.")
-      result = analyze(fv.model_dir, fv.out_dir, fv.ablation_dirs,
+      result = report.analyze(fv.model_dir, fv.out_dir, fv.ablation_dirs,
                        fv.figures, fv.flag_rate, fv.batch_size,
                        fv.classifier_outputs, fv.source)
   except AnalysisError as e:
@@ -207,11 +209,17 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
 
 
 def main(argv):
-  # Before TensorFlow is imported (lazily, by the steps that need it): no
-  # C++ start-up lines, no CUDA errors on CPU machines.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  # The data loaders log at INFO; this command's output is its printed table.
-  logging.set_verbosity(logging.WARNING)
+  # As `mwn_tf.main`: no TensorFlow start-up lines unless -v.
+  loud = console.loud(flags.FLAGS)
+  if not loud:
+    # The data loaders log at INFO; this command's output is its table.
+    logging.set_verbosity(logging.WARNING)
+  console.setup_console(loud)
+  with console.native_stderr_filtered(loud):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from mwn_tf.analysis import report  # pylint: disable=g-import-not-at-top,unused-import
+    tf.config.list_physical_devices()  # Where CUDA's start-up errors come.
+  console.quiet_tensorflow(tf, loud)
   return run(argv, flags.FLAGS)
 
 

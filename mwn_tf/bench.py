@@ -47,7 +47,6 @@ else were free.
 """
 
 
-import os
 import sys
 
 from mwn_tf.benchmark import modes as _modes
@@ -60,7 +59,12 @@ __doc__ = __doc__.replace("{modes}", _modes.TOKENS_HELP)
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from mwn_tf import console  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  # As `mwn_tf.main`: no TensorFlow start-up lines unless -v. Building one
+  # model per mode retraces Keras' step function once each, which TF
+  # reports as excessive retracing; it is expected here.
+  console.start_tensorflow(console.loud(f))
   command = "python -m mwn_tf.bench " + " ".join(sys.argv[1:])
   if f.task == "accuracy" and not f["model"].present:
     f.model = "mlp"
@@ -136,12 +140,6 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  # No C++ start-up lines, no CUDA errors on CPU machines (issue 15).
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import tensorflow as _tf  # pylint: disable=g-import-not-at-top
-  # Building one model per mode retraces Keras' step function once each,
-  # which TF reports as excessive retracing; it is expected here.
-  _tf.get_logger().setLevel("ERROR")
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)

@@ -16,23 +16,20 @@ model_dir in use by another run, 3 stopped by SIGTERM/SIGINT with a
 checkpoint, 4 a write failed (disk full); one line on stderr for each.
 """
 
-import contextlib
 import difflib
 import functools
 import importlib.util  # noqa: F401  gin's file reader needs it imported.
-import logging as std_logging
 import os
 import re
 import sys
-import tempfile
 import tokenize
 import uuid
 
 from absl import app
 from absl import flags
-from absl import logging
 import gin
 
+from mwn_tf import console
 from mwn_tf.runner import exit_codes
 from mwn_tf.runner import usage
 
@@ -53,7 +50,6 @@ flags.DEFINE_boolean("reexport", False, "If the run already finished, write "
 FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 EXIT_NONFINITE, EXIT_CONFIG = exit_codes.NONFINITE, exit_codes.CONFIG
 EXIT_CODES = tuple(sorted(exit_codes.MEANINGS.items()))
 
@@ -116,6 +112,34 @@ def _quote_hint(binding: str, message: str) -> str:
   return f"did you mean '{token[1]}'? (strings need quotes)"
 
 
+# nan and inf in a binding: gin parses neither (`nan` reads as an unquoted
+# string, `float('nan')` as a call), and no setting accepts them.
+_NON_FINITE = re.compile(
+    r"[-+]?(nan|inf|infinity|(math|np|numpy)\.(nan|inf)|"
+    r"float\(\s*(['\"])[-+]?(nan|inf|infinity)\4\s*\))", re.I)
+
+
+def _non_finite(source: str, binding: str) -> str:
+  """The error for `name = nan` (or inf): the binding wants a finite number,
+  e.g. its default; "" for any other binding."""
+  name, _, value = binding.partition("=")
+  name = name.strip()
+  if not name or not _NON_FINITE.fullmatch(value.strip()):
+    return ""
+  family, _, parameter = name.rpartition(".")
+  example = ""
+  try:
+    import inspect  # pylint: disable=g-import-not-at-top
+    default = inspect.signature(gin.get_configurable(
+        family.rpartition("/")[2])).parameters[parameter].default
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+      example = f", e.g. {name} = {default!r} (its default)"
+  except (ValueError, TypeError, KeyError):
+    pass
+  return (f"invalid gin config in {source}: {name} must be a finite number"
+          f"{example}; gin reads no nan or inf.")
+
+
 def _line_of(path: str, e: Exception) -> str:
   """The line of gin file `path` that error `e` names ("line N"), or ""."""
   # The last "line N": gin's own; Python's parser may name a line of its
@@ -134,6 +158,8 @@ def _line_of(path: str, e: Exception) -> str:
 
 
 def _gin_error(source: str, e: Exception, binding: str = "") -> str:
+  if _non_finite(source, binding):
+    return _non_finite(source, binding)
   if isinstance(e, tokenize.TokenError) and len(e.args) == 2:
     message, (line, _) = e.args
     lines = [f"{message} at line {line} (an unclosed bracket or quote?)"]
@@ -154,8 +180,9 @@ def _search_the_repo() -> None:
   gin.add_config_file_search_path(_REPO)
 
 
-def parse_gin(gin_files, gin_params) -> None:
-  """Parses files then bindings; any problem exits 2 naming its source."""
+def parse_gin(gin_files, gin_params, after_files=None) -> None:
+  """Parses files then bindings; any problem exits 2 naming its source.
+  `after_files` (optional) is called between the two."""
   _search_the_repo()
   for path in gin_files:
     try:
@@ -164,12 +191,40 @@ def parse_gin(gin_files, gin_params) -> None:
       # Parsing runs no user code: every exception is a config problem.
       _fail(_gin_error(f"--gin_file={path}", e, _line_of(path, e)),
             EXIT_CONFIG)
+  if after_files is not None:
+    after_files()
   for binding in gin_params:
     try:
       gin.parse_config(binding, skip_unknown=False)
     except Exception as e:  # pylint: disable=broad-except
       _fail(_gin_error(f"--gin_param={binding!r}", e, binding), EXIT_CONFIG)
   gin.finalize()
+
+
+def _number(value: float) -> str:
+  return f"{round(value, 3):g}"
+
+
+def _same_shape(error, planned: dict) -> str:
+  """For decays beyond a shortened run (`settings.ScheduleBeyondRun`): the
+  rebinding that scales them from the length the gin files planned
+  (`planned`: train_eval's settings after the files) to the new one, or ""
+  when that length is unknown or the decays were not written for it."""
+  unit, decays, length = error.unit, error.decays, error.length
+  old = planned.get("epochs" if unit == "epochs" else "train_steps")
+  if not old or old < decays[-1] or old == length:
+    return ""
+  scaled = [d * length / old for d in decays]
+  if unit == "steps":
+    scaled = [max(1, round(d)) for d in scaled]
+  text = [str(d) if unit == "steps" else _number(d) for d in scaled]
+  if len(set(text)) < len(text):  # Too short to keep every decay apart.
+    return ""
+  name = f"train_eval.lr_decay_{unit}"
+  where = ", ".join(f"{d / old:.0%}" for d in decays)
+  values = f"({text[0]},)" if len(text) == 1 else f"({', '.join(text)})"
+  return (f"; for the same schedule (decays at {where} of the run) add "
+          f"--gin_param=\"{name} = {values}\"")
 
 
 def check_writable(model_dir: str) -> None:
@@ -199,122 +254,48 @@ def check_writable(model_dir: str) -> None:
         os.rmdir(path)
 
 
-# What the run's INFO lines come from (resuming, the model_dir); the data
-# loaders' INFO (the data summary, the transition matrix) is in results.json
-# and TensorBoard.
-_INFO_FROM = (os.path.join(_PACKAGE, "runner"), os.path.join(_PACKAGE,
-                                                             "main.py"))
-# TF's native start-up lines, written to fd 2 before absl's C++ logging is
-# initialised (TF_CPP_MIN_LOG_LEVEL does not reach them): "WARNING: All log
-# messages before absl::InitializeLog()...", "I0000 ... cudart_stub.cc:31]
-# Could not find cuda drivers...", "E0000 ... failed call to cuInit".
-_NATIVE_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
-    r"[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
-    r"E\d{4} .*(cuInit|CUDA|cuda))")
-
-
-class _QuietFilter(std_logging.Filter):
-  """Lets through this package's warnings, the runner's INFO lines and
-  everyone's errors: TF's and absl's INFO and WARNING lines ("Sharding
-  callback duration", "Function 'serve' contains input name(s)",
-  fingerprints) are internals."""
-
-  def filter(self, record):
-    path = os.path.abspath(record.pathname)
-    return (record.levelno >= std_logging.ERROR or
-            (record.levelno >= std_logging.WARNING and
-             path.startswith(_PACKAGE)) or path.startswith(_INFO_FROM))
-
-
-_QUIET_FILTER = _QuietFilter()
-
-
-@contextlib.contextmanager
-def native_stderr_filtered():
-  """Holds back fd 2 while TensorFlow loads (unless `loud()`), then writes
-  what it got except TF's native start-up noise (`_NATIVE_NOISE`)."""
-  if loud():
-    yield
-    return
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as held:
-    os.dup2(held.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      held.seek(0)
-      kept = [line for line in held.read().decode(
-          errors="replace").splitlines() if not _NATIVE_NOISE.match(line)]
-      if kept:
-        print("\n".join(kept), file=sys.stderr, flush=True)
-
-
-class _PlainFormatter(std_logging.Formatter):
-  """"message" for INFO, "warning: message" above: no absl prefix."""
-
-  def format(self, record):
-    text = record.getMessage()
-    if record.levelno > std_logging.INFO:
-      text = f"{record.levelname.lower()}: {text}"
-    return text
-
-
 def loud() -> bool:
   """Whether absl's -v/--verbosity was given (>= 0): everything is shown."""
-  return FLAGS["verbosity"].present and FLAGS.verbosity >= 0
-
-
-def setup_console() -> None:
-  """Before TensorFlow is imported: no C++ start-up lines, no CUDA errors on
-  CPU machines, no TF-internal log lines, plain lines for this package's
-  records; unless `loud()`."""
-  if loud():
-    return
-  # TF's C++ logging reads it once, when TensorFlow is imported; an explicit
-  # setting in the environment wins.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  handler = logging.get_absl_handler()
-  handler.addFilter(_QUIET_FILTER)  # Once: the same object is not re-added.
-  handler.setFormatter(_PlainFormatter())
+  return console.loud(FLAGS)
 
 
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; use --gin_file / --gin_param.",
           EXIT_CONFIG)
-  setup_console()
+  console.setup_console(loud())
   # Imported here, after the console's environment, so that --help and flag
   # errors stay fast.
-  with native_stderr_filtered():
+  with console.native_stderr_filtered(loud()):
     # pylint: disable=g-import-not-at-top
     import tensorflow as tf
     from mwn_tf.runner import checkpointing, run_dir, settings, stopping
     from mwn_tf.runner import strategy, train_eval
     # pylint: enable=g-import-not-at-top
     tf.config.list_physical_devices()  # Where CUDA's start-up errors come.
+  console.quiet_tensorflow(tf, loud())
   if not loud():
-    tf.get_logger().setLevel("ERROR")
     if "tensorflow_datasets" in sys.modules:
       sys.modules["tensorflow_datasets"].disable_progress_bar()
   if FLAGS.model_dir is not None and not FLAGS.model_dir.strip():
     # `--model_dir=$UNSET_VAR` must not silently resume the default run.
     _fail("--model_dir is empty; give a folder, or drop the flag for "
           "runs/<gin file stems>[-<params hash>].", EXIT_CONFIG)
-  parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+  planned = {}  # train_eval's settings as the gin files have them.
+  parse_gin(FLAGS.gin_file, FLAGS.gin_param,
+            after_files=lambda: planned.update(train_eval.bound_settings()))
   try:
     # Before model_dir is created: a bad setting leaves no folder behind.
     settings.check_settings(train_eval.bound_settings())
+  except settings.ScheduleBeyondRun as e:
+    hint = _same_shape(e, planned)
+    _fail(_config_message(e).rstrip(".") + hint if hint else
+          _config_message(e), EXIT_CONFIG)
   except settings.ConfigError as e:
     _fail(_config_message(e), EXIT_CONFIG)
   model_dir = FLAGS.model_dir or settings.default_model_dir(FLAGS.gin_file,
                                                             FLAGS.gin_param)
   check_writable(model_dir)
-  logging.info("model_dir: %s", model_dir)
   try:
     dist = strategy.get_strategy(FLAGS.strategy, FLAGS.tpu)
   except (ValueError, RuntimeError) as e:
@@ -326,10 +307,11 @@ def main(argv):
   except checkpointing.NonFiniteError as e:
     _fail(f"training stopped: {_first_line(e)}", EXIT_NONFINITE)
   except stopping.Stopped as e:
-    print(f"mwn_tf.main: {e}", file=sys.stderr, flush=True)
+    # The first line: gin appends "In call to configurable" to it.
+    print(f"mwn_tf.main: {_first_line(e)}", file=sys.stderr, flush=True)
     sys.exit(exit_codes.STOPPED)
   except run_dir.WriteError as e:
-    _fail(str(e), exit_codes.WRITE_FAILED)
+    _fail(_config_message(e), exit_codes.WRITE_FAILED)
   except KeyboardInterrupt:
     # Ctrl-C before training started (no handler yet): nothing to save.
     _fail("stopped by SIGINT before training started; nothing was trained. "
@@ -353,8 +335,13 @@ def _report(results: dict, model_dir: str) -> None:
           f"train_eval.epochs (or train_eval.train_steps); to write the "
           f"exports again pass --reexport.", flush=True)
   else:
-    print(f"{accuracy}; {results['steps']} steps in "
-          f"{results['wall_time_s']:.0f}s", flush=True)
+    # What this process ran; a resumed run adds its total.
+    ran = results.get("session") or {"steps": results["steps"],
+                                     "wall_time_s": results["wall_time_s"]}
+    total = ("" if ran["steps"] == results["steps"] else
+             f" ({results['steps']} in all)")
+    print(f"{accuracy}; {ran['steps']} steps in {ran['wall_time_s']:.0f}s"
+          f"{total}", flush=True)
   print(f"logs, checkpoints, results.json: {model_dir}  (tensorboard "
         f"--logdir {model_dir}); exports: "
         f"{', '.join(results['exports'].values()) or 'none'}", flush=True)

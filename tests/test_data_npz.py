@@ -124,6 +124,42 @@ def test_missing_file_and_path():
     mwn_tf.data.get("npz")
 
 
+def test_a_corrupt_file_is_named_not_an_npz_archive_by_the_cli(tmp_path,
+                                                               capsys):
+  path = tmp_path / "corrupt.npz"
+  path.write_bytes(np.random.default_rng(0).bytes(2000))
+  model_dir = tmp_path / "run"
+  status, _, err = helpers.call_main(
+      ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}",
+       "--gin_param=train_eval.dataset = 'npz'",
+       f"--gin_param=npz.path = '{path}'"], capsys)
+  assert status == 2
+  (line,) = helpers.error_lines(err)
+  assert f"npz.path = '{path}' is not a readable .npz archive" in line
+  assert "pickle" not in err and "Traceback" not in err
+  assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("content", ["npy", "objects", "truncated"])
+def test_other_unreadable_files_name_npz_path(tmp_path, content):
+  path = str(tmp_path / "data.npz")
+  if content == "npy":
+    with open(path, "wb") as f:
+      np.save(f, np.zeros(3))
+  elif content == "objects":
+    _write(path)
+    arrays = dict(np.load(path))
+    arrays["class_names"] = np.array([object()] * K, dtype=object)
+    np.savez(path, **arrays)
+  else:
+    _write(path)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+  with pytest.raises(ValueError, match="is not a readable .npz archive") as e:
+    mwn_tf.data.get("npz", path=path)
+  assert "allow_pickle" not in str(e.value)
+
+
 def test_hierarchical_without_superclass(tmp_path):
   path = str(tmp_path / "flat.npz")
   _write(path)

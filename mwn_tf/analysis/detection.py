@@ -19,6 +19,12 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 SAMPLE_KEYS = ("index", "label", "loss", "weight")
+# The choices of the command line's flags, here (NumPy only) so that it
+# defines its flags before TensorFlow is imported: where the per-sample table
+# comes from (`report`), what a classifier SavedModel returns (`sources`).
+SOURCES = ("auto", "samples", "exports", "checkpoint")
+CLASSIFIER_OUTPUTS = ("auto", "probabilities", "logits")
+TRAIN_COMMAND = "python -m mwn_tf.main --gin_file=... --model_dir=DIR"
 # `score` data files: role -> accepted array names (first present wins).
 DATA_KEYS = {"image": ("image", "x"), "label": ("label", "y"),
              "index": ("index",), "clean_label": ("clean_label",),

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 CLEAN_COLOR, NOISY_COLOR, ALL_COLOR = "tab:blue", "tab:red", "tab:gray"
@@ -220,6 +221,8 @@ def weight_variation(epochs: Sequence[float], clean: Sequence[float],
   if mean is not None:
     ax.plot(epochs, mean, color=ALL_COLOR, linestyle="--", label="all")
   _style(ax, xlabel, "mean weight")
+  # Epochs (and steps) are counts: no 1.2, 1.4 ticks on a short run.
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   _titled(ax, title, context)
   return fig
 

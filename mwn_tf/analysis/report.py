@@ -25,9 +25,8 @@ from mwn_tf.analysis.detection import load_samples
 from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.analysis.detection import write_ranking
+from mwn_tf.analysis.detection import SOURCES  # noqa: F401  (re-exported)
 from mwn_tf.runner import run_dir
-
-SOURCES = ("auto", "samples", "exports", "checkpoint")
 
 
 def write_json(obj, path: str) -> str:

@@ -23,13 +23,13 @@ import numpy as np
 
 from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis.detection import AnalysisError
+from mwn_tf.analysis.detection import CLASSIFIER_OUTPUTS
+from mwn_tf.analysis.detection import TRAIN_COMMAND
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.runner import checkpointing
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
 
-TRAIN_COMMAND = "python -m mwn_tf.main --gin_file=... --model_dir=DIR"
-CLASSIFIER_OUTPUTS = ("auto", "probabilities", "logits")
 
 
 # ----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ Write one with
 
 import os
 from typing import Optional
+import zipfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -35,8 +37,7 @@ def _read(path: str) -> dict:
     raise ValueError("npz needs a file: bind npz.path = '/path/to/data.npz'.")
   if not os.path.exists(path):
     raise FileNotFoundError(f"npz file {path} does not exist.")
-  with np.load(path, allow_pickle=False) as f:
-    arrays = {k: f[k] for k in f.files}
+  arrays = _arrays(path)
   for key in REQUIRED_KEYS:
     if key not in arrays:
       raise ValueError(f"{path} has no array {key!r}; an mwn_tf .npz needs "
@@ -57,6 +58,34 @@ def _read(path: str) -> dict:
                      f"({arrays['x_train'].shape[1:]} vs "
                      f"{arrays['x_test'].shape[1:]}).")
   return arrays
+
+
+def _arrays(path: str) -> dict:
+  """Every array of the .npz archive `path`; a file that is not one (random
+  bytes, a truncated download, a single .npy, pickled objects) is a
+  ValueError naming `npz.path`, never numpy's advice to unpickle it."""
+  not_npz = (f"npz.path = {os.fspath(path)!r} is not a readable .npz "
+             f"archive")
+  try:
+    loaded = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{not_npz} ({type(e).__name__}); write one with "
+                     f"np.savez(path, x_train=..., y_train=..., x_test=..., "
+                     f"y_test=...).") from e
+  if not isinstance(loaded, np.lib.npyio.NpzFile):  # One bare .npy array.
+    raise ValueError(f"{not_npz} (it holds one .npy array); write one with "
+                     f"np.savez(path, x_train=..., y_train=..., x_test=..., "
+                     f"y_test=...).")
+  with loaded as f:
+    try:
+      return {k: f[k] for k in f.files}
+    except ValueError as e:  # An array of Python objects (pickled).
+      raise ValueError(f"{not_npz} of plain arrays: an array holds Python "
+                       f"objects; store numbers and strings (e.g. "
+                       f"np.array(names, dtype=str)).") from e
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      raise ValueError(f"{not_npz} (a damaged member: "
+                       f"{type(e).__name__}); write it again.") from e
 
 
 def _rounded(values):

@@ -71,6 +71,7 @@ class RunState:
       self.config = tf.Variable("", dtype=tf.string, trainable=False)
     self._session_start = time.time()
     self._wall_at_start = 0.0
+    self.session_first_step = 0
 
   def checkpoint_items(self) -> dict:
     return {"epochs_done": self.epochs_done, "wall_time": self.wall_time,
@@ -87,10 +88,16 @@ class RunState:
     self.history_json.assign(json.dumps(history))
     self.epochs_done.assign(int(record["epoch"]))
 
-  def start_session(self) -> None:
-    """Call after a restore: wall time keeps counting from the saved value."""
+  def start_session(self, step: int = 0) -> None:
+    """Call after a restore, with the restored classifier `step`: wall time
+    keeps counting from the saved value; `session_*` count from here."""
     self._session_start = time.time()
     self._wall_at_start = float(self.wall_time.numpy())
+    self.session_first_step = int(step)
+
+  def session_elapsed(self) -> float:
+    """Seconds since `start_session` (this process's share of the run)."""
+    return time.time() - self._session_start
 
   def elapsed(self) -> float:
     return self._wall_at_start + time.time() - self._session_start

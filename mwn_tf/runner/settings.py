@@ -35,6 +35,16 @@ class ConfigError(ValueError):
   """A setting is invalid or inconsistent with model_dir; one-line message."""
 
 
+class ScheduleBeyondRun(ConfigError):
+  """Learning-rate decays beyond the run's end (`unit`: "epochs" for
+  lr_decay_epochs vs epochs, "steps" for lr_decay_steps vs train_steps), so
+  that an entry point can offer the decays scaled to `length`."""
+
+  def __init__(self, message: str, unit: str, decays, length: int):
+    super().__init__(message)
+    self.unit, self.decays, self.length = unit, tuple(decays), length
+
+
 def default_model_dir(gin_files: Sequence[str],
                       gin_params: Sequence[str] = ()) -> str:
   """`runs/<gin file stems joined by +>[-<hash of the --gin_param list>]`.
@@ -192,12 +202,14 @@ def check_settings(settings: dict) -> None:
   if get("lr_decay_steps") is None and get("train_steps") is None:
     epochs, decay = get("epochs"), get("lr_decay_epochs")
     if epochs is not None and decay and decay[-1] > epochs:
-      raise ConfigError(f"train_eval.lr_decay_epochs must be in (0, "
-                        f"epochs={epochs}], got {decay!r}.")
+      raise ScheduleBeyondRun(f"train_eval.lr_decay_epochs must be in (0, "
+                              f"epochs={epochs}], got {decay!r}.", "epochs",
+                              decay, epochs)
   steps, decay = get("train_steps"), get("lr_decay_steps")
   if steps is not None and decay and decay[-1] > steps:
-    raise ConfigError(f"train_eval.lr_decay_steps must be in [1, "
-                      f"train_steps={steps}], got {decay!r}.")
+    raise ScheduleBeyondRun(f"train_eval.lr_decay_steps must be in [1, "
+                            f"train_steps={steps}], got {decay!r}.", "steps",
+                            decay, steps)
   # Global batches are split evenly over the replicas.
   strategy = get("strategy")
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -255,6 +267,18 @@ def plan_steps(splits, *, dataset: str, epochs: int, train_steps,
   check_boundaries(boundaries, total_steps, lr_decay_steps)
   return StepPlan(steps_per_epoch, total_steps,
                   math.ceil(total_steps / steps_per_epoch), boundaries)
+
+
+def check_meta_batch(splits, *, dataset: str, meta_batch_size: int) -> None:
+  """Refuses a meta batch larger than the meta set: it would hold the same
+  clean images several times, which no setting of the paper does."""
+  if meta_batch_size > splits.num_meta:
+    raise ConfigError(
+        f"train_eval.meta_batch_size = {meta_batch_size} is larger than the "
+        f"{splits.num_meta} images of {dataset!r}'s meta set "
+        f"({dataset}.num_meta); bind train_eval.meta_batch_size <= "
+        f"{splits.num_meta} or a larger {dataset}.num_meta, so that no meta "
+        f"batch repeats an image.")
 
 
 _GIN_CALL_LINE = re.compile(r"^\s*In call to configurable ")

@@ -177,6 +177,8 @@ def train_eval(
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(int(seed))
   splits = settings_lib.load_data(dataset, seed)
+  settings_lib.check_meta_batch(splits, dataset=dataset,
+                                meta_batch_size=meta_batch_size)
   plan = settings_lib.plan_steps(
       splits, dataset=dataset, epochs=epochs, train_steps=train_steps,
       batch_size=batch_size, lr_decay_epochs=lr_decay_epochs,
@@ -187,6 +189,8 @@ def train_eval(
   with strategy.scope():
     meta_model, constant_lr = _build(splits, plan, settings)
 
+  # Said here, not by the entry point: a run refused above never creates it.
+  logging.info("model_dir: %s", model_dir)
   # The run's folder and its writer. The chief holds the folder's lock for
   # the whole run, from before the clean-up of what killed writes left; a
   # SIGTERM/SIGINT from here on stops after a step, with a checkpoint.
@@ -233,8 +237,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
   checkpointing.check_same_experiment(
       state, restored, checkpointing.fingerprint(splits, s["batch_size"]),
       model_dir)
-  state.start_session()
   step = int(meta_model.optimizer.iterations.numpy())
+  state.start_session(step)
   _check_not_shorter(state, step, plan, restored, s["train_steps"])
   if restored and step >= plan.total_steps and not s["reexport"]:
     previous = _finished_results(model_dir, export)
@@ -465,6 +469,10 @@ def _results(out: run_dir.Writer, meta_model, state, plan, export: bool,
       "total_steps": plan.total_steps,
       "steps_per_epoch": plan.steps_per_epoch,
       "wall_time_s": round(state.elapsed(), 3), "finished": finished,
+      # What this process ran (a resumed run's earlier sessions excluded).
+      "session": {"steps": int(meta_model.optimizer.iterations.numpy()) -
+                              state.session_first_step,
+                  "wall_time_s": round(state.session_elapsed(), 3)},
       "error": error, "model_dir": out.model_dir, "files": out.files,
       "exports": out.exports if finished and export else {},
       **tail, **(extra or {}), "history": history})

@@ -5,6 +5,7 @@ import io
 import os
 
 from matplotlib import image as mpl_image
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -132,3 +133,14 @@ def test_training_images_name_the_run(tmp_path, monkeypatch):
     assert "digits, uniform noise 40%" in titles[-1], name
   assert "epoch 1" in written["meta/weighting_function"][-1]
   assert "epoch 1" in written["train/sample_weight_distribution"][-1]
+
+
+@pytest.mark.parametrize("epochs", [[1, 2], [1, 2, 3], list(range(1, 8))])
+def test_weight_variation_ticks_are_whole_epochs(epochs):
+  fig = figures.weight_variation(epochs, [0.5] * len(epochs),
+                                 [0.4] * len(epochs))
+  FigureCanvasAgg(fig).draw()
+  (ax,) = fig.axes
+  low, high = ax.get_xlim()
+  ticks = [t for t in ax.get_xticks() if low <= t <= high]
+  assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -18,6 +18,7 @@ import time
 import types
 
 from absl import logging
+import gin
 import pytest
 
 from mwn_tf import main
@@ -105,6 +106,37 @@ def test_verbosity_brings_the_log_lines_back(tmp_path):
   assert status == 0, out[-3000:]
   assert re.search(r"^I\d{4} .*\] model_dir: ", out, re.M), out
   assert "Saved checkpoint" in out
+
+
+def _run_module(module, args):
+  proc = subprocess.run([sys.executable, "-m", module] + list(args), cwd=REPO,
+                        env=ENV, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, timeout=600)
+  return proc.returncode, proc.stdout
+
+
+def test_analyze_is_as_quiet_as_main_and_loud_with_v(tmp_path):
+  # An empty folder: TensorFlow is started, then the analysis says what is
+  # missing, in its own words only.
+  status, out = _run_module("mwn_tf.analyze", [f"--model_dir={tmp_path}"])
+  assert status == 1, out
+  assert out.startswith("mwn_tf.analyze: error: "), out
+  assert not NOISE.search(out), out
+  status, out = _run_module("mwn_tf.analyze", [f"--model_dir={tmp_path}",
+                                               "-v", "0"])
+  assert status == 1 and re.search("cudart_stub|cuInit|cpu_feature_guard|"
+                                   "absl::InitializeLog", out), out
+
+
+def test_bench_is_as_quiet_as_main(tmp_path):
+  status, out = _run_module("mwn_tf.bench", [
+      "--model=mlp", "--input_shape=8,8,1", "--batch_size=8", "--rounds=1",
+      "--steps=1", "--warmup=1", "--modes=plain"])
+  assert status == 0, out
+  assert "| plain |" in out, out
+  # Its own table has "ms/step": only TensorFlow's lines are noise here.
+  assert not re.search(r"absl::InitializeLog|cudart_stub|cuInit|"
+                       r"cpu_feature_guard|^[IWE]\d{4} ", out, re.M), out
 
 
 class _Iterations:
@@ -221,6 +253,17 @@ def test_help_lists_every_setting_without_importing_tensorflow():
     (["digit.noise_rate = 0.2"], "did you mean digits?"),
     (["train_eval.method=baseline"], "did you mean train_eval.method = "
      "'baseline'? (strings need quotes)"),
+    # gin parses no nan or inf: the fix is a finite number, not quotes.
+    # A meta batch larger than the meta set would repeat meta images.
+    (["train_eval.meta_batch_size = 500"], "train_eval.meta_batch_size = 500 "
+     "is larger than the 100 images of 'digits''s meta set "
+     "(digits.num_meta); bind train_eval.meta_batch_size <= 100"),
+    (["train_eval.learning_rate = nan"], "train_eval.learning_rate must be "
+     "a finite number, e.g. train_eval.learning_rate = 0.1 (its default)"),
+    (["train_eval.learning_rate = float('nan')"], "train_eval.learning_rate "
+     "must be a finite number, e.g. train_eval.learning_rate = 0.1"),
+    (["digits.noise_rate = -inf"], "digits.noise_rate must be a finite "
+     "number, e.g. digits.noise_rate = 0.0"),
 ])
 def test_a_bad_binding_names_its_fix_and_leaves_no_model_dir(
     tmp_path, capsys, bindings, fix):
@@ -238,6 +281,8 @@ def test_a_bad_binding_names_its_fix_and_leaves_no_model_dir(
     ("train_eval.epoch = 5", "did you mean train_eval.epochs?"),
     ("train_eval.method = baseline", "did you mean train_eval.method = "
      "'baseline'? (strings need quotes)"),
+    ("train_eval.meta_learning_rate = float(\"inf\")",
+     "train_eval.meta_learning_rate must be a finite number"),
 ])
 def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
   config = tmp_path / "mine.gin"
@@ -249,6 +294,75 @@ def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
   (message,) = test_main.error_lines(err)
   assert f"--gin_file={config}" in message and fix in message
   assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("binding", [
+    "train_eval.meta_batch_size = 500",  # Refused once the data is loaded.
+    "mlp.hidden_sizes = (0,)",  # Refused when the model is built.
+])
+def test_a_refused_run_prints_its_error_alone(tmp_path, binding):
+  # No "model_dir: X" line: X is never created.
+  model_dir = tmp_path / "run"
+  status, out = run_main(["--gin_file=gin/smoke.gin",
+                          f"--model_dir={model_dir}",
+                          f"--gin_param={binding}"], timeout=300)
+  assert status == 2, out[-3000:]
+  (line,) = out.splitlines()
+  assert line.startswith("mwn_tf.main: error: "), out
+  assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("gin_file,bindings,fix", [
+    # quickstart.gin: 60 epochs, decays at 40 and 50.
+    ("gin/quickstart.gin", ["train_eval.epochs = 3"],
+     "train_eval.lr_decay_epochs must be in (0, epochs=3], got (40, 50); for "
+     "the same schedule (decays at 67%, 83% of the run) add --gin_param="
+     "\"train_eval.lr_decay_epochs = (2, 2.5)\""),
+    ("gin/quickstart.gin", ["train_eval.epochs = 7"],
+     "add --gin_param=\"train_eval.lr_decay_epochs = (4.667, 5.833)\""),
+    # No file binds the length: the paper's 120 epochs, decays at 80, 100.
+    ("gin/smoke.gin", ["train_eval.train_steps = None",
+                       "train_eval.lr_decay_epochs = (80, 100)",
+                       "train_eval.epochs = 12"],
+     "add --gin_param=\"train_eval.lr_decay_epochs = (8, 10)\""),
+    # In steps: a file of 1000 steps with decays at 600 and 800, 25 now.
+    (None, ["train_eval.train_steps = 25"],
+     "train_eval.lr_decay_steps must be in [1, train_steps=25], got (600, "
+     "800); for the same schedule (decays at 60%, 80% of the run) add "
+     "--gin_param=\"train_eval.lr_decay_steps = (15, 20)\""),
+])
+def test_a_shortened_schedule_offers_the_scaled_decays(tmp_path, capsys,
+                                                       gin_file, bindings,
+                                                       fix):
+  if gin_file is None:
+    gin_file = tmp_path / "steps.gin"
+    gin_file.write_text("include 'gin/smoke.gin'\n"
+                        "train_eval.train_steps = 1000\n"
+                        "train_eval.lr_decay_steps = (600, 800)\n")
+  model_dir = tmp_path / "run"
+  status, _, err = test_main.call_main(
+      [f"--gin_file={gin_file}", f"--model_dir={model_dir}"] +
+      [f"--gin_param={b}" for b in bindings], capsys)
+  assert status == 2
+  (line,) = test_main.error_lines(err)
+  assert fix in line, line
+  assert not model_dir.exists()
+
+
+def test_the_scaled_decays_run_as_offered(tmp_path, capsys):
+  """The offered rebinding, pasted, passes the check (3 epochs of 11)."""
+  status, _, err = test_main.call_main(
+      ["--gin_file=gin/quickstart.gin", "--gin_param=train_eval.epochs = 3",
+       f"--model_dir={tmp_path / 'run'}"], capsys)
+  offered = re.search(r'--gin_param="(.*)"', err)[1]
+  gin.clear_config()
+  status, _, err = test_main.call_main(
+      ["--gin_file=gin/quickstart.gin", "--gin_param=train_eval.epochs = 3",
+       f"--gin_param={offered}", "--gin_param=train_eval.export = False",
+       f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert status == 0, err[-3000:]
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert results["settings"]["lr_decay_epochs"] == [2, 2.5]
 
 
 def test_missing_clothing1m_data_names_the_binding_and_the_layout(tmp_path,

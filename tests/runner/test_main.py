@@ -1,9 +1,11 @@
 """The entry point: flags, gin errors, model_dir errors, exit codes."""
 
 import os
+import re
 import subprocess
 import sys
 
+import gin
 import pytest
 
 from mwn_tf import main
@@ -94,3 +96,23 @@ def test_malformed_gin_in_a_real_process(tmp_path):
   lines = error_lines(proc.stderr)
   assert len(lines) == 1 and str(config) in lines[0]
   assert "Traceback" not in proc.stderr
+
+
+def test_a_resumed_run_reports_the_steps_it_ran_and_the_total(tmp_path,
+                                                               capsys):
+  # Whole epochs of 4 steps (1097 training images, batch 256).
+  argv = ["--gin_file=gin/smoke.gin", f"--model_dir={tmp_path / 'run'}",
+          "--gin_param=train_eval.export = False",
+          "--gin_param=train_eval.train_steps = None",
+          "--gin_param=train_eval.batch_size = 256"]
+  status, out, err = call_main(argv + ["--gin_param=train_eval.epochs = 1"],
+                               capsys)
+  assert status == 0, err
+  assert re.search(r"; 4 steps in \d+s$", out.splitlines()[-2]), out
+  # Trained longer: 4 more steps now, 8 in all.
+  gin.clear_config()
+  status, out, err = call_main(argv + ["--gin_param=train_eval.epochs = 2"],
+                               capsys)
+  assert status == 0, err
+  assert re.search(r"; 4 steps in \d+s \(8 in all\)$",
+                   out.splitlines()[-2]), out

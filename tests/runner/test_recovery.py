@@ -107,6 +107,27 @@ main.run()
 '''
 
 
+# `python -c SELF_TERM <mwn_tf.main flags>`: the run sends itself SIGTERM
+# once its first checkpoint is saved (as a preempting scheduler would).
+SELF_TERM = r'''
+import os, signal, sys
+import tensorflow as tf
+real = tf.train.CheckpointManager.save
+
+
+def save(self, *args, **kwargs):
+  path = real(self, *args, **kwargs)
+  os.kill(os.getpid(), signal.SIGTERM)
+  return path
+
+
+tf.train.CheckpointManager.save = save
+sys.argv = ["mwn_tf.main"] + sys.argv[1:]
+from mwn_tf import main
+main.run()
+'''
+
+
 def run_main(model_dir, bindings=BINDINGS, extra=(), prefix=None, env=None):
   """Runs the entry point to its end; returns the CompletedProcess."""
   cmd = (prefix or [sys.executable, "-m", "mwn_tf.main"]) + resume.flags(
@@ -354,6 +375,22 @@ def test_a_signal_stops_with_a_checkpoint_and_the_rerun_matches(
   ref_dir, ref_results = reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
   robustness.assert_nothing_left_over(run)
+
+
+def test_a_stop_ends_with_exactly_the_documented_line(tmp_path):
+  run = tmp_path / "run"
+  proc = run_main(run, ["train_eval.train_steps = 4",
+                        "train_eval.checkpoint_every_n_steps = 1",
+                        "train_eval.export = False"],
+                  prefix=[sys.executable, "-c", SELF_TERM])
+  assert proc.returncode == exit_codes.STOPPED, proc.stderr[-3000:]
+  lines = proc.stderr.splitlines()
+  received = [i for i, l in enumerate(lines) if "SIGTERM received" in l]
+  assert received, proc.stderr[-3000:]
+  # After the acknowledgement, one line: no "In call to configurable".
+  assert lines[received[0] + 1:] == [
+      "mwn_tf.main: stopped by SIGTERM at step 1; rerun the same command "
+      "to resume"], proc.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -77,3 +77,36 @@ def test_tensorboard_serves_scalars_images_histograms(tmp_path):
   finally:
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def _readme_scalars():
+  """The scalar tags README's TensorBoard section names (braces expanded)."""
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    section = f.read().split("\n## TensorBoard\n", 1)[1].split("\n## ", 1)[0]
+  section = section.split("Images:", 1)[0]
+  tags = set()
+  for token in re.findall(r"`([\w/<>]+(?:\{[\w,/<>]+\})?)`", section):
+    head, _, rest = token.partition("{")
+    names = rest.rstrip("}").split(",") if rest else [""]
+    tags |= {head + n for n in names}
+  return tags
+
+
+def test_readme_names_every_scalar_a_run_writes(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gin.parse_config_files_and_bindings(
+      [os.path.join(REPO, "gin/smoke.gin")], ["train_eval.export = False"])
+  train_eval_lib.train_eval(str(tmp_path))
+  gin.clear_config()
+  written = set()
+  for name in os.listdir(tmp_path):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(str(tmp_path / name)):
+        written |= {v.tag for v in event.summary.value
+                    if v.metadata.plugin_data.plugin_name == "scalars"}
+  documented = _readme_scalars()
+  assert "train/epoch" in written and "train/sample_weight_clean" in written
+  missing = {t for t in written
+             if re.sub(r"weight_at_loss/.*", "weight_at_loss/<L>", t)
+             not in documented}
+  assert not missing, (missing, documented)
