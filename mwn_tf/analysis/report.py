@@ -190,16 +190,23 @@ def _review_outputs(files, samples, out_dir, review_size, sheet_size,
     data = None
     result["notes"].append(f"suspects.csv and review.csv name no files and "
                            f"no contact sheets were drawn: {e}")
-  rows = suspects_lib.suspect_rows(
-      samples, data.class_names if data else None,
-      data.sample_names if data else None)
+  try:
+    rows = suspects_lib.suspect_rows(
+        samples, data.class_names if data else None,
+        data.sample_names if data else None)
+    if data is not None and sheet_size > 0:
+      result["figures"].update(
+          _contact_sheets(data, samples, rows, sheet_size, out_dir, context))
+  except KeyError as e:
+    # Samples of another split than the rebuilt one (data changed since).
+    result["notes"].append(f"suspects.csv names no files and no contact "
+                           f"sheets were drawn: the samples are not those "
+                           f"of the data the run's config gives now ({e}).")
+    rows = suspects_lib.suspect_rows(samples, None, None)
   result["suspects_csv"] = suspects_lib.write_suspects(
       rows, os.path.join(out_dir, "suspects.csv"))
   result["review_csv"] = suspects_lib.write_review(
       rows, os.path.join(out_dir, "review.csv"), review_size)
-  if data is not None and sheet_size > 0:
-    result["figures"].update(
-        _contact_sheets(data, samples, rows, sheet_size, out_dir, context))
 
 
 def _contact_sheets(data, samples, rows, size, out_dir, context) -> dict:

@@ -101,10 +101,20 @@ class ArraySource:
 
     Returns:
       n raw images (`[H, W, C]` arrays here; file bytes for `FileSource`).
+
+    Raises:
+      KeyError: an `index` that is not in this split.
     """
     ids = self._numpy["index"]
+    index = np.asarray(index, np.int64)
     order = np.argsort(ids, kind="stable")
-    positions = order[np.searchsorted(ids, index, sorter=order)]
+    found = np.minimum(np.searchsorted(ids, index, sorter=order),
+                       ids.size - 1)
+    positions = order[found]
+    missing = index[ids[positions] != index]
+    if missing.size:
+      raise KeyError(f"{missing.size} index value(s) are not in this split, "
+                     f"e.g. {int(missing[0])}")
     return [self._numpy["image"][p] for p in positions]
 
 
@@ -166,6 +176,10 @@ class TfdsSource:
         ex["index"] < tf.size(keep, out_type=tf.int64),
         tf.gather(keep, tf.minimum(ex["index"], tf.size(keep, tf.int64) - 1))))
     found = {int(ex["index"]): ex["image"] for ex in tfds.as_numpy(ds)}
+    missing = [int(i) for i in wanted if int(i) not in found]
+    if missing:
+      raise KeyError(f"{len(missing)} index value(s) are not in this split, "
+                     f"e.g. {missing[0]}")
     return [found[int(i)] for i in wanted]
 
 
