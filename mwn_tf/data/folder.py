@@ -36,7 +36,10 @@ Real user data has no clean labels for its training images: train
 per-sample weights (`mwn_tf.analyze`) rank the training files by how much the
 meta set trusts their labels. `index` is the position in `list_images(dir)`
 (sorted by class, then by path), and `DataSplits.arrays[split]["path"]` maps
-it back to the file.
+it back to the file (`DataSplits.sample_names.files`: the path relative to
+train_dir). `python -m mwn_tf.analyze` writes review.csv of the most
+distrusted files; edited and bound as `review_file`, it leaves files out of
+training or relabels them (`mwn_tf.data.review`; meta and test untouched).
 
 The test set: `test_dir` (clean, recommended) or `test_fraction` of each
 class of train_dir, held out with `test_split_seed` (fixed, so every
