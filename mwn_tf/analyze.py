@@ -12,6 +12,7 @@ Command line (an entry point, like `mwn_tf.main`):
   # A run, after (or during) `python -m mwn_tf.main --model_dir=DIR ...`:
   python -m mwn_tf.analyze --model_dir=DIR [--out_dir=DIR/analysis]
       [--ablation_dirs=RUN1,RUN2,...] [--flag_rate=0.3] [--source=auto]
+      [--contact_sheet_size=64] [--review_size=200]
 
   # New labelled data, with a run's two exported SavedModels:
   python -m mwn_tf.analyze score --classifier=DIR/export/classifier
@@ -55,6 +56,19 @@ The `score` data file (.npz) holds:
 Outputs (in out_dir):
   ranking.csv       rank, index, label, [clean_label, is_noisy,] loss, weight,
                     most distrusted first (lowest weight; ties: higher loss).
+  suspects.csv      (a run) the same ranking with each sample named: its
+                    source, split, index and file (a folder: the path in
+                    train_dir; Clothing1M: the image key), the class names
+                    given and predicted, the prediction's probability, the
+                    loss and weight (`mwn_tf.analysis.suspects`).
+  review.csv        (a run) the --review_size most distrusted samples with
+                    an `action` column ("keep") to edit to `exclude` or
+                    `relabel:<class name>`; bind the edited file as
+                    folder.review_file / npz.review_file and train again
+                    (`mwn_tf.data.review`).
+  distrusted.png    (a run) contact sheet of the --contact_sheet_size most
+                    distrusted training images, "given → predicted";
+  trusted.png       and the most trusted images of each class.
   detection.json    with known corruption: AUROC and average precision of
                     "low weight => corrupted label", and precision/recall when
                     the k = round(rate * N) lowest-weight samples are flagged,
@@ -128,6 +142,14 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                     "What the classifier SavedModel returns.", flag_values=fv)
   flags.DEFINE_bool("figures", True, "Render the PNG figures.",
                     flag_values=fv)
+  flags.DEFINE_integer("contact_sheet_size", 64, "Images on the contact "
+                       "sheet of the most distrusted training images "
+                       "(distrusted.png; trusted.png shows about as many); "
+                       "0: no contact sheets.", lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_integer("review_size", 200, "Rows of review.csv, the most "
+                       "distrusted samples to review; 0: every sample.",
+                       lower_bound=0, flag_values=fv)
   flags.DEFINE_enum("source", "auto", SOURCES, "Per-sample losses/weights "
                     "from sample_weights.npz, recomputed from the exports, or "
                     "from the newest checkpoint (during training); auto: the "
@@ -182,7 +204,8 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
             f"(`{TRAIN_COMMAND}`); or use `score` for new data.")
       result = report.analyze(fv.model_dir, fv.out_dir, fv.ablation_dirs,
                        fv.figures, fv.flag_rate, fv.batch_size,
-                       fv.classifier_outputs, fv.source)
+                       fv.classifier_outputs, fv.source,
+                       fv.contact_sheet_size, fv.review_size)
   except AnalysisError as e:
     print(f"mwn_tf.analyze: error: {e}", file=sys.stderr)
     return 1
@@ -200,8 +223,8 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
       print(f"  {e['label']:>10}  best {_pct(accs[0])}  final "
             f"{_pct(accs[1])}  {e['model_dir']}")
   print("\nWrote " + ", ".join(
-      [result["ranking_csv"]] + ([result["detection_json"]]
-                                 if "detection_json" in result else []) +
+      [result[k] for k in ("ranking_csv", "suspects_csv", "review_csv",
+                           "detection_json") if k in result] +
       list(result["figures"].values())))
   for note in result["notes"]:
     print(f"Note: {note}")

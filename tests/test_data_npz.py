@@ -183,3 +183,39 @@ def test_readme_npz_command(tmp_path, capsys):
   results = json.loads((model_dir / "results.json").read_text())
   assert results["finished"] and results["dataset"] == "npz"
   assert results["data"]["image_shape"] == [12, 12, 3]
+
+
+def test_review_file_excludes_and_relabels_training_samples_only(tmp_path):
+  path = tmp_path / "d.npz"
+  _write(path)
+  plain = mwn_tf.data.get("npz", path=str(path), noise_type="uniform",
+                          noise_rate=0.4)
+  train = plain.arrays["train"]
+  out, fix = int(train["index"][0]), int(train["index"][1])
+  new = (int(train["label"][1]) + 1) % K
+  review = tmp_path / "review.csv"
+  review.write_text("rank,index,file,action\n"
+                    f"1,{out},,exclude\n2,{fix},,relabel:class_{new}\n"
+                    f"3,{int(train['index'][2])},,keep\n")
+  data = mwn_tf.data.get("npz", path=str(path), noise_type="uniform",
+                         noise_rate=0.4, review_file=str(review))
+  reviewed = data.arrays["train"]
+  assert data.num_train == plain.num_train - 1
+  assert out not in reviewed["index"]
+  row = list(reviewed["index"]).index(fix)
+  assert reviewed["label"][row] == reviewed["clean_label"][row] == new
+  assert data.summary()["review"] == {"file": str(review), "excluded": 1,
+                                      "relabelled": 1}
+  assert data.realised_noise_rate == pytest.approx(
+      np.mean(reviewed["label"] != reviewed["clean_label"]))
+  for split in ("meta", "test"):
+    for key in ("label", "clean_label", "index"):
+      np.testing.assert_array_equal(data.arrays[split][key],
+                                    plain.arrays[split][key])
+  # A meta sample cannot be reviewed: one line naming the binding.
+  meta = int(plain.arrays["meta"]["index"][0])
+  review.write_text(f"index,action\n{meta},exclude\n")
+  with pytest.raises(ValueError, match=r"^npz.review_file = .*line 2 names "
+                     rf"index {meta}, which is not in the training split"):
+    mwn_tf.data.get("npz", path=str(path), noise_type="uniform",
+                    noise_rate=0.4, review_file=str(review))

@@ -25,6 +25,7 @@ SAMPLE_KEYS = ("index", "label", "loss", "weight")
 SOURCES = ("auto", "samples", "exports", "checkpoint")
 CLASSIFIER_OUTPUTS = ("auto", "probabilities", "logits")
 TRAIN_COMMAND = "python -m mwn_tf.main --gin_file=... --model_dir=DIR"
+OPTIONAL_KEYS = ("clean_label", "is_noisy", "predicted", "probability")
 # `score` data files: role -> accepted array names (first present wins).
 DATA_KEYS = {"image": ("image", "x"), "label": ("label", "y"),
              "index": ("index",), "clean_label": ("clean_label",),
@@ -46,6 +47,8 @@ class Samples:
     weight: `[n]` float64 V(loss).
     clean_label: optional `[n]` int64 true labels, -1 where unknown.
     is_noisy: optional `[n]` bool, label != clean label (False if unknown).
+    predicted: optional `[n]` int64 the classifier's top class.
+    probability: optional `[n]` float64 its probability.
   """
   index: np.ndarray
   label: np.ndarray
@@ -53,6 +56,8 @@ class Samples:
   weight: np.ndarray
   clean_label: Optional[np.ndarray] = None
   is_noisy: Optional[np.ndarray] = None
+  predicted: Optional[np.ndarray] = None
+  probability: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     return int(self.index.shape[0])
@@ -83,7 +88,8 @@ def samples_from_arrays(arrays: dict, source: str) -> Samples:
 
   Args:
     arrays: name -> array with at least `SAMPLE_KEYS`, optionally
-      `clean_label` and `is_noisy`.
+      `clean_label`, `is_noisy`, `predicted` and `probability` (runs
+      written before these existed lack the last two).
     source: the file (or description) named in error messages.
 
   Raises:
@@ -96,8 +102,8 @@ def samples_from_arrays(arrays: dict, source: str) -> Samples:
         f"{source} has no array {missing[0]!r}; a sample-weights file needs "
         f"{', '.join(SAMPLE_KEYS)} (optional clean_label, is_noisy). It has "
         f"{sorted(arrays)}.")
-  out = {k: np.asarray(arrays[k]) for k in SAMPLE_KEYS + (
-      "clean_label", "is_noisy") if k in arrays}
+  out = {k: np.asarray(arrays[k]) for k in SAMPLE_KEYS + OPTIONAL_KEYS
+         if k in arrays}
   n = out["index"].reshape(-1).shape[0]
   for key, value in out.items():
     if value.ndim != 1 or value.shape[0] != n:
@@ -105,7 +111,8 @@ def samples_from_arrays(arrays: dict, source: str) -> Samples:
                           f"'index', got {list(value.shape)}.")
   if n == 0:
     raise AnalysisError(f"{source} holds no samples.")
-  for key in ("loss", "weight"):
+  for key in ("loss", "weight") + (("probability",) if "probability" in out
+                                   else ()):
     bad = ~np.isfinite(out[key].astype(np.float64))
     if bad.any():
       raise AnalysisError(f"{source}: {int(bad.sum())} of {n} values of "
@@ -120,7 +127,11 @@ def samples_from_arrays(arrays: dict, source: str) -> Samples:
       weight=out["weight"].astype(np.float64),
       clean_label=(out["clean_label"].astype(np.int64)
                    if "clean_label" in out else None),
-      is_noisy=out["is_noisy"].astype(bool) if "is_noisy" in out else None)
+      is_noisy=out["is_noisy"].astype(bool) if "is_noisy" in out else None,
+      predicted=(out["predicted"].astype(np.int64) if "predicted" in out
+                 else None),
+      probability=(out["probability"].astype(np.float64)
+                   if "probability" in out else None))
 
 
 def rank_order(weight: np.ndarray, loss: np.ndarray,
@@ -410,8 +421,8 @@ def load_labelled_npz(path: str, image_shape: Sequence[Optional[int]],
 
 
 def load_samples(path: str) -> Samples:
-  """Reads a run's sample-weights .npz (`SAMPLE_KEYS` + optional truth)."""
-  keys = {k: (k,) for k in SAMPLE_KEYS + ("clean_label", "is_noisy")}
+  """Reads a run's sample-weights .npz (`SAMPLE_KEYS` + `OPTIONAL_KEYS`)."""
+  keys = {k: (k,) for k in SAMPLE_KEYS + OPTIONAL_KEYS}
   arrays, _ = _read_npz(path, keys)
   return samples_from_arrays(arrays, path)
 

@@ -13,6 +13,9 @@ Builders (NumPy in, a matplotlib `Figure` out):
   accuracy_curves      test accuracy per epoch of several methods, mean
                        over seeds with the seeds' range (memorisation shows
                        as a baseline that peaks early and falls).
+  distrusted_sheet     the most distrusted training images, "given ->
+                       predicted" under each (a contact sheet to review).
+  trusted_sheet        the most trusted images of each class, for contrast.
 
 Renderers: `save` (a PNG file, for `python -m mwn_tf.analyze`), `png` (PNG
 bytes) and `summary` (a TensorBoard image, for the runner's monitor).
@@ -313,3 +316,69 @@ def accuracy_curves(curves: dict, *, xlabel: str = "epoch",
   _style(ax, xlabel, "test accuracy")
   _titled(ax, title, context)
   return fig
+
+
+# ----------------------------------------------------------------------------
+# Contact sheets: images for a person to review.
+# ----------------------------------------------------------------------------
+def _sheet(images: Sequence[np.ndarray], captions: Sequence[str], title: str,
+           context: str, columns: int) -> Figure:
+  """A grid of `images` (`[h, w, C]` in [0, 1]) with a caption under each."""
+  columns = max(1, min(columns, len(images)))
+  rows = max(1, -(-len(images) // columns))
+  fig = Figure(figsize=(1.6 * columns, 1.9 * rows + 0.6),
+               layout="constrained")
+  fig.suptitle(f"{title}\n{context}" if context else title,
+               fontsize=_FONT["title"])
+  for k, (image, text) in enumerate(zip(images, captions)):
+    ax = fig.add_subplot(rows, columns, k + 1)
+    image = np.asarray(image)
+    grey = image.ndim == 2 or image.shape[-1] == 1
+    ax.imshow(image.reshape(image.shape[:2]) if grey else image,
+              cmap="gray" if grey else None, vmin=0.0, vmax=1.0,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(text, fontsize=8)
+  return fig
+
+
+def distrusted_sheet(images: Sequence[np.ndarray], given: Sequence[str],
+                     predicted: Sequence[str], weights: Sequence[float], *,
+                     columns: int = 8,
+                     title: str = "Most distrusted training images",
+                     context: str = "") -> Figure:
+  """The lowest-weight training images with "given → predicted" under each.
+
+  Args:
+    images: `[n]` images `[h, w, C]` (or `[h, w]`) in [0, 1], most
+      distrusted first.
+    given: `[n]` class names of their training labels.
+    predicted: `[n]` class names the classifier predicts ("" if unknown).
+    weights: `[n]` their weights V(loss).
+    columns: images per row.
+    title: first title line.
+    context: second title line (see `caption`).
+  """
+  captions = [f"{g} → {p}\nw={w:.3g}" if p else f"{g}\nw={w:.3g}"
+              for g, p, w in zip(given, predicted, weights)]
+  return _sheet(images, captions, title, context, columns)
+
+
+def trusted_sheet(images: Sequence[np.ndarray], given: Sequence[str],
+                  weights: Sequence[float], *, columns: int = 8,
+                  title: str = "Most trusted training images of each class",
+                  context: str = "") -> Figure:
+  """The highest-weight images of each class, class by class: what the meta
+  set agrees a class looks like, beside the distrusted sheet.
+
+  Args:
+    images: `[n]` images `[h, w, C]` (or `[h, w]`) in [0, 1].
+    given: `[n]` their class names.
+    weights: `[n]` their weights V(loss).
+    columns: images per row.
+    title: first title line.
+    context: second title line (see `caption`).
+  """
+  captions = [f"{g}\nw={w:.3g}" for g, w in zip(given, weights)]
+  return _sheet(images, captions, title, context, columns)

@@ -18,6 +18,7 @@ import numpy as np
 from mwn_tf.analysis import figures
 from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis import sources
+from mwn_tf.analysis import suspects as suspects_lib
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import detection_report
 from mwn_tf.analysis.detection import load_labelled_npz
@@ -113,7 +114,8 @@ def _run_samples(files: sources.RunFiles, source: str, batch_size: int,
 def analyze(model_dir: str, out_dir: Optional[str] = None,
             ablation_dirs: Sequence[str] = (), make_figures: bool = True,
             flag_rate: Optional[float] = None, batch_size: int = 256,
-            classifier_outputs: str = "auto", source: str = "auto") -> dict:
+            classifier_outputs: str = "auto", source: str = "auto",
+            contact_sheet_size: int = 64, review_size: int = 200) -> dict:
   """Ranks a run's training samples by distrust and scores the ranking.
 
   Args:
@@ -128,11 +130,15 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
       (sample_weights.npz), "exports" or "checkpoint" (recomputed, see
       `sources.recompute_samples`), or "auto": the first of these that
       exists.
+    contact_sheet_size: images on the distrusted contact sheet (and about
+      as many on the trusted one); 0: no contact sheets.
+    review_size: rows of review.csv (the most distrusted; 0: every sample).
 
   Returns:
-    dict: `samples_source`, `num_samples`, `ranking_csv`, `detection`
-    (`detection_report` or None), `detection_json`, `figures` (name -> PNG
-    path), `notes` (what could not be produced and why), `ablation`.
+    dict: `samples_source`, `num_samples`, `ranking_csv`, `suspects_csv`,
+    `review_csv`, `detection` (`detection_report` or None),
+    `detection_json`, `figures` (name -> PNG path), `notes` (what could not
+    be produced and why), `ablation`.
 
   Raises:
     AnalysisError: missing or malformed inputs, naming the file.
@@ -161,13 +167,68 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
           f"{files.results} records realised_noise_rate {recorded}, but the "
           f"samples give {realised:.6f}: they cover a different set.")
   _finish(samples, out_dir, nominal, flag_rate, result)
+  settings = sources.run_settings(results, sources.read_config(files))
+  _review_outputs(files, samples, out_dir, review_size,
+                  contact_sheet_size if make_figures else 0,
+                  run_caption(results, settings, _last_epoch(results)),
+                  result)
   if make_figures:
-    settings = sources.run_settings(results, sources.read_config(files))
     _run_figures(files, samples, out_dir, results, settings, result)
   if ablation_dirs:
     result["ablation"] = ablation_figure(ablation_dirs, out_dir)
     result["figures"]["ablation"] = result["ablation"]["figure"]
   return result
+
+
+def _review_outputs(files, samples, out_dir, review_size, sheet_size,
+                    context, result) -> None:
+  """suspects.csv, review.csv and the two contact sheets of a run."""
+  try:
+    data = sources.run_data(files)
+  except AnalysisError as e:
+    data = None
+    result["notes"].append(f"suspects.csv and review.csv name no files and "
+                           f"no contact sheets were drawn: {e}")
+  try:
+    rows = suspects_lib.suspect_rows(
+        samples, data.class_names if data else None,
+        data.sample_names if data else None)
+    if data is not None and sheet_size > 0:
+      result["figures"].update(
+          _contact_sheets(data, samples, rows, sheet_size, out_dir, context))
+  except KeyError as e:
+    # Samples of another split than the rebuilt one (data changed since).
+    result["notes"].append(f"suspects.csv names no files and no contact "
+                           f"sheets were drawn: the samples are not those "
+                           f"of the data the run's config gives now ({e}).")
+    rows = suspects_lib.suspect_rows(samples, None, None)
+  result["suspects_csv"] = suspects_lib.write_suspects(
+      rows, os.path.join(out_dir, "suspects.csv"))
+  result["review_csv"] = suspects_lib.write_review(
+      rows, os.path.join(out_dir, "review.csv"), review_size)
+
+
+def _contact_sheets(data, samples, rows, size, out_dir, context) -> dict:
+  """distrusted.png (the `size` lowest weights) and trusted.png (the most
+  trusted of each class, about `size` in all)."""
+  names = data.class_names
+  low = rows[:size]
+  images = suspects_lib.sheet_images(
+      data.train_images([r["index"] for r in low]))
+  distrusted = figures.distrusted_sheet(
+      images, [r["given_class"] for r in low],
+      [r["predicted_class"] for r in low], [float(r["weight"]) for r in low],
+      context=context)
+  per_class = int(np.clip(size // max(1, data.num_classes), 1, 8))
+  high = suspects_lib.trusted_by_class(samples, per_class)
+  trusted = figures.trusted_sheet(
+      suspects_lib.sheet_images(data.train_images(samples.index[high])),
+      [suspects_lib.class_name(names, samples.label[i]) for i in high],
+      samples.weight[high], columns=max(per_class, 4), context=context)
+  return {"distrusted_sheet": figures.save(
+              distrusted, os.path.join(out_dir, "distrusted.png")),
+          "trusted_sheet": figures.save(
+              trusted, os.path.join(out_dir, "trusted.png"))}
 
 
 def _run_figures(files, samples, out_dir, results, settings, result) -> None:

@@ -9,7 +9,9 @@ exports scoring new data (`python -m mwn_tf.analyze score`).
 
 A "models" object is a callable `batch -> dict`: given a batch dict with
 `image` `[b, H, W, C]` and `label` `[b]` (and any of `CARRIED`), it returns
-`loss` `[b]` and `weight` `[b]` plus the batch's `CARRIED` entries. Losses
+`loss` `[b]`, `weight` `[b]`, `predicted` `[b]` (the classifier's top
+class) and `probability` `[b]` (its softmax probability) plus the batch's
+`CARRIED` entries. Losses
 come from the classifier in inference mode (BatchNorm moving statistics, no
 augmentation); weights from V applied to those losses; the baseline's
 weights are 1, as in its training.
@@ -47,8 +49,11 @@ class KerasModels:
       logits = model.classifier(batch["image"], training=False)
       losses = per_sample_loss(batch["label"], logits)
       weights = model.weights_for(losses) if mwn else tf.ones_like(losses)
+      probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
       return {**carried(batch), "loss": tf.cast(losses, tf.float32),
-              "weight": tf.cast(weights, tf.float32)}
+              "weight": tf.cast(weights, tf.float32),
+              "predicted": tf.argmax(probs, -1, output_type=tf.int32),
+              "probability": tf.reduce_max(probs, -1)}
 
     self._score = score
 
@@ -68,8 +73,8 @@ def sample_pass(models, batches: Iterable,
       its share); None or a plain dataset: one call per batch.
 
   Returns:
-    NumPy arrays `[N]`: the `CARRIED` fields the batches have, `loss` and
-    `weight`, sorted by `index`.
+    NumPy arrays `[N]`: the `CARRIED` fields the batches have, `loss`,
+    `weight`, `predicted` and `probability`, sorted by `index`.
   """
   distributed = strategy is not None and not isinstance(batches,
                                                         tf.data.Dataset)

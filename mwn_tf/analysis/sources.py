@@ -102,7 +102,8 @@ class ExportedModels:
   """A run's classifier and weighting net, from their SavedModels.
 
   A "models" object (`samples.sample_pass`): batch -> its carried fields,
-  `loss` `[b]` and `weight` `[b]` (float64).
+  `loss` `[b]` and `weight` `[b]` (float64), `predicted` `[b]` and
+  `probability` `[b]`.
 
   Args:
     classifier_dir: SavedModel: images `[b, H, W, C]` -> class probabilities
@@ -130,6 +131,10 @@ class ExportedModels:
 
   def losses(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Cross-entropy of `labels` `[b]` for `images` `[b, H, W, C]` -> `[b]`."""
+    return self._scores(images, labels)[0]
+
+  def _scores(self, images: np.ndarray, labels: np.ndarray):
+    """(`[b]` losses, `[b, K]` class probabilities) of `images`."""
     out = self.classifier(images).astype(np.float64)
     if self.num_classes is None:
       self.num_classes = out.shape[-1]
@@ -140,15 +145,17 @@ class ExportedModels:
     picked = out[np.arange(out.shape[0]), labels]
     if self._outputs == "probabilities":
       # The float32 floor keeps a confidently wrong sample finite (≤ 87.3).
-      return -np.log(np.maximum(picked, np.finfo(np.float32).tiny))
+      return -np.log(np.maximum(picked, np.finfo(np.float32).tiny)), out
     log_z = np.logaddexp.reduce(out, axis=-1)
-    return log_z - picked
+    return log_z - picked, np.exp(out - log_z[:, None])
 
   def __call__(self, batch: dict) -> dict:
     labels = np.asarray(batch["label"]).astype(np.int64)
-    losses = self.losses(np.asarray(batch["image"]), labels)
+    losses, probs = self._scores(np.asarray(batch["image"]), labels)
     return {**samples_lib.carried(batch), "loss": losses,
-            "weight": weigh(self.weight_net, losses)}
+            "weight": weigh(self.weight_net, losses),
+            "predicted": probs.argmax(-1).astype(np.int32),
+            "probability": probs.max(-1)}
 
 
 # ----------------------------------------------------------------------------
@@ -406,6 +413,34 @@ def recompute_samples(files: RunFiles, source: str = "exports",
 
 def _rebuild(files: RunFiles, source: str, classifier_outputs: str):
   """(the run's `DataSplits`, its models from `source`)."""
+  def models(data, settings):
+    if source == "exports":
+      return ExportedModels(files.classifier_export, files.weight_net_export,
+                            classifier_outputs)
+    return checkpoint_models(files.checkpoint, data, settings)
+  return _with_run_config(files, models)
+
+
+def run_data(files: RunFiles):
+  """The run's `DataSplits`, rebuilt from its operative gin config, to name
+  its samples and show their images (`mwn_tf.analysis.suspects`).
+
+  A folder's images are not decoded again (`folder.validate` off): training
+  already checked them.
+
+  Raises:
+    AnalysisError: no config, or it does not rebuild the data.
+  """
+  if not files.operative_config:
+    raise AnalysisError(f"{files.model_dir} has no {run_dir.OPERATIVE_CONFIG} "
+                        "(written after the first step): cannot tell which "
+                        "data the run used.")
+  return _with_run_config(files, None, quick=True)[0]
+
+
+def _with_run_config(files: RunFiles, make_models, quick: bool = False):
+  """(the run's `DataSplits`, `make_models(data, settings)` or None), built
+  under the run's operative gin config (cleared before and after)."""
   import gin  # pylint: disable=g-import-not-at-top
   import mwn_tf.data  # pylint: disable=g-import-not-at-top
   text = read_config(files)
@@ -419,13 +454,11 @@ def _rebuild(files: RunFiles, source: str, classifier_outputs: str):
   try:
     # The runner's own configurables (train_eval) are not imported: skip.
     gin.parse_config(text, skip_unknown=True)
+    if quick and name == "folder":
+      gin.bind_parameter("folder.validate", False)
     # The runner's seed overrides the loader's own seed binding.
     data = mwn_tf.data.get(name, seed=settings["seed"])
-    if source == "exports":
-      models = ExportedModels(files.classifier_export,
-                              files.weight_net_export, classifier_outputs)
-    else:
-      models = checkpoint_models(files.checkpoint, data, settings)
+    models = None if make_models is None else make_models(data, settings)
   except AnalysisError:
     raise
   except Exception as e:  # pylint: disable=broad-except

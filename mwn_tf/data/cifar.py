@@ -17,6 +17,7 @@ from mwn_tf.data import corruption
 from mwn_tf.data import in_memory
 from mwn_tf.data import preprocessing
 from mwn_tf.data import registry
+from mwn_tf.data import splits as splits_lib
 
 
 # Where TFDS downloads CIFAR (and CIFAR-N's images) from; probed before a
@@ -142,7 +143,8 @@ def _cifar(name: str, num_classes: int, *, data_dir, num_meta, noise_type,
       preprocessing=preprocessing.CIFAR_EVAL,
       superclass=superclass,
       class_names=list(builder.info.features["label"].names),
-      config={"data_dir": data_dir})
+      config={"data_dir": data_dir},
+      sample_names=splits_lib.SampleNames(f"tfds {name}", "train"))
 
 
 @registry.register("cifar10")

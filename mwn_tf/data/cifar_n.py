@@ -161,6 +161,7 @@ def _splits(name: str, num_classes: int, *, label_set: str, data_dir,
               "imbalance_factor": 1.0,
               "noise_rate_full_train_split": full_rate},
       class_names=list(builder.info.features["label"].names), arrays=arrays,
+      sample_names=splits_lib.SampleNames(f"tfds {builder.name}", "train"),
       raw_images=splits_lib.RawImages(shape=(32, 32, 3), dtype="uint8",
                                       encoded=False,
                                       description=preprocessing.CIFAR_EVAL))

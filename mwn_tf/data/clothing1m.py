@@ -288,6 +288,29 @@ def _labels(builder, split: str) -> np.ndarray:
   return out
 
 
+def _key_names(builder, split: str):
+  """`SampleNames.files` of a split: index -> image key ("images/x/yy/z.jpg").
+
+  The keys are read (one pass over the split's records, images not decoded)
+  on the first call, so training never pays for them.
+  """
+  cache = []
+
+  def files(index):
+    if not cache:
+      ds = builder.as_dataset(split=split, shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()})
+      ds = ds.map(lambda ex: (ex["index"], ex["key"])).batch(65536)
+      index_parts, key_parts = zip(*tfds.as_numpy(ds))
+      keys = np.empty(sum(len(i) for i in index_parts), object)
+      keys[np.concatenate(index_parts)] = [
+          k.decode() for k in np.concatenate(key_parts)]
+      cache.append(keys)
+    return cache[0][np.asarray(index, np.int64)]
+
+  return files
+
+
 @registry.register("clothing1m")
 def clothing1m(data_dir: Optional[str] = None,
                manual_dir: Optional[str] = None,
@@ -375,6 +398,8 @@ def clothing1m(data_dir: Optional[str] = None,
               "imbalance_factor": 1.0, "noise_rate_measured_on": measured_on,
               "image_size": image_size, "resize_size": resize_size},
       class_names=list(CLASS_NAMES),
+      sample_names=splits_lib.SampleNames(
+          "tfds clothing1m", train_split, _key_names(builder, train_split)),
       raw_images=splits_lib.RawImages(
           shape=(None, None, 3), dtype="uint8", encoded=True,
           description=preprocessing.resnet_eval_description(image_size,

@@ -15,6 +15,7 @@ import tensorflow as tf
 from mwn_tf.data import corruption
 from mwn_tf.data import in_memory
 from mwn_tf.data import registry
+from mwn_tf.data import splits as splits_lib
 
 _SPLIT_SEED = 0  # Fixed: the test split never depends on the experiment seed.
 
@@ -61,4 +62,6 @@ def digits(num_meta: int = 100, noise_type: str = "none",
       image_shape=(8, 8, 1), preprocessing=(
           "uint8 pixels 0-16 (scikit-learn's load_digits) -> pixel / 16"), train_source_index=train_pos,
       test_source_index=test_pos, class_names=[str(d) for d in range(10)],
-      config={"test_size": int(test_size)})
+      config={"test_size": int(test_size)},
+      # `index` counts load_digits()'s 1797 samples (train and test alike).
+      sample_names=splits_lib.SampleNames("sklearn load_digits", ""))

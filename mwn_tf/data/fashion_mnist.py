@@ -32,6 +32,7 @@ from mwn_tf.data import corruption
 from mwn_tf.data import in_memory
 from mwn_tf.data import preprocessing
 from mwn_tf.data import registry
+from mwn_tf.data import splits as splits_lib
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
 PACKAGE = "dataset-fashion-mnist"
@@ -279,4 +280,8 @@ def fashion_mnist(source: str = "auto",
                      f"{MEAN[0]:g}) / {STD[0]:g}"),
       train_source_index=positions, class_names=list(CLASS_NAMES),
       config={"source": source, "idx_dir": idx_dir, "data_dir": data_dir,
-              "num_train": num_train})
+              "num_train": num_train},
+      sample_names=splits_lib.SampleNames(
+          f"idx {idx_dir}" if source == "idx" or (
+              source == "auto" and has_idx_files(idx_dir))
+          else "tfds fashion_mnist", "train"))

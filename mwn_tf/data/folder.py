@@ -36,7 +36,10 @@ Real user data has no clean labels for its training images: train
 per-sample weights (`mwn_tf.analyze`) rank the training files by how much the
 meta set trusts their labels. `index` is the position in `list_images(dir)`
 (sorted by class, then by path), and `DataSplits.arrays[split]["path"]` maps
-it back to the file.
+it back to the file (`DataSplits.sample_names.files`: the path relative to
+train_dir). `python -m mwn_tf.analyze` writes review.csv of the most
+distrusted files; edited and bound as `review_file`, it leaves files out of
+training or relabels them (`mwn_tf.data.review`; meta and test untouched).
 
 The test set: `test_dir` (clean, recommended) or `test_fraction` of each
 class of train_dir, held out with `test_split_seed` (fixed, so every
@@ -56,6 +59,7 @@ import tensorflow as tf
 from mwn_tf.data import corruption
 from mwn_tf.data import preprocessing
 from mwn_tf.data import registry
+from mwn_tf.data import review as review_lib
 from mwn_tf.data import splits as splits_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -84,6 +88,10 @@ class FileSource(splits_lib.ArraySource):
     return super().make(ctx, **kwargs).map(
         lambda ex: {**ex, "image": tf.io.read_file(ex["image"])},
         num_parallel_calls=tf.data.AUTOTUNE)
+
+  def images_of(self, index: np.ndarray) -> list:
+    """As `ArraySource.images_of`: each file's bytes."""
+    return [tf.io.read_file(p).numpy() for p in super().images_of(index)]
 
 
 def _image_files(folder: str) -> list:
@@ -340,6 +348,35 @@ def _split_arrays(train_dir, meta_dir, test_dir, test_fraction,
   return arrays, class_names
 
 
+def relative_paths(paths: np.ndarray, train_dir: str) -> np.ndarray:
+  """`[n]` training file paths relative to `train_dir` ("class/x.jpg"): how
+  the per-sample report and the review file name a file."""
+  return np.array([os.path.normpath(os.path.relpath(p, train_dir))
+                   for p in paths])
+
+
+def _apply_review(arrays: dict, path: str, train_dir: str,
+                  class_names: list) -> dict:
+  """`folder.review_file` applied to `arrays["train"]` (in place).
+
+  Returns:
+    the review's summary (`review.Review.summary`).
+  """
+  review = review_lib.read(path, "folder.review_file", class_names, "file")
+  train = arrays["train"]
+  keep, labels = review.apply(relative_paths(train["path"], train_dir),
+                              train["label"])
+  summary = review.summary(keep, train["label"], labels)
+  # The new label is the file's label now: clean_label stays -1 (unknown).
+  arrays["train"] = {k: v[keep] for k, v in {**train,
+                                             "label": labels}.items()}
+  if not np.bincount(arrays["train"]["label"], minlength=len(class_names)
+                     ).all():
+    raise ValueError(f"folder.review_file = {path!r} leaves a class with no "
+                     "training image; keep at least one per class.")
+  return summary
+
+
 def _transforms(image_size: int, channels: int, mean: tuple, std: tuple):
   """(train_fn(image, [2] seed), eval_fn(image)) -> float32 [S, S, C].
 
@@ -373,6 +410,13 @@ def describe(image_size: int, channels: int, mean: tuple, std: tuple) -> str:
           f"with mean {mean} and std {std}")
 
 
+def _file_names(train: dict, train_dir: str):
+  """`SampleNames.files` of the training split: index -> relative path."""
+  table = dict(zip(train["index"].tolist(),
+                   relative_paths(train["path"], train_dir)))
+  return lambda index: np.array([table[int(i)] for i in index], object)
+
+
 @registry.register("folder")
 def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
            test_dir: Optional[str] = None,
@@ -381,7 +425,8 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
            mean: Optional[Sequence[float]] = None,
            std: Optional[Sequence[float]] = None,
            num_meta: Optional[int] = None, seed: int = 0,
-           test_split_seed: int = 0, validate: bool = True):
+           test_split_seed: int = 0, validate: bool = True,
+           review_file: Optional[str] = None):
   """Your own image folders as DataSplits (layout in the module docstring).
 
   Args:
@@ -403,6 +448,10 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
     seed: experiment seed (meta subset, shuffles, augmentation).
     test_split_seed: the seed of the test_fraction hold-out.
     validate: read and decode every image once before training.
+    review_file: None, or an edited review.csv of `python -m
+      mwn_tf.analyze` (`mwn_tf.data.review`): its `exclude` files are left
+      out of training, its `relabel:<class>` files train with that class.
+      Meta and test images are never changed.
 
   Returns:
     DataSplits; images float32 [image_size, image_size, channels]; train
@@ -421,6 +470,8 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
                                       test_fraction, test_split_seed,
                                       num_meta, seed)
   k = len(class_names)
+  reviewed = (None if review_file is None else
+              _apply_review(arrays, review_file, train_dir, class_names))
   if validate:
     for split, binding in (("train", "folder.train_dir"),
                            ("meta", "folder.meta_dir"),
@@ -451,8 +502,11 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
               "test_fraction": test_fraction, "image_size": image_size,
               "channels": channels, "mean": list(mean), "std": list(std),
               "noise_type": "real (unknown)", "noise_rate": None,
-              "imbalance_factor": 1.0},
+              "imbalance_factor": 1.0, "review": reviewed},
       class_names=list(class_names), arrays=arrays,
+      sample_names=splits_lib.SampleNames(
+          source=f"folder {os.fspath(train_dir)}", split="",
+          files=_file_names(arrays["train"], train_dir)),
       raw_images=splits_lib.RawImages(
           shape=(None, None, channels), dtype="uint8", encoded=True,
           description=describe(image_size, channels, mean, std)))

@@ -6,6 +6,7 @@ from absl import logging
 import numpy as np
 
 from mwn_tf.data import corruption
+from mwn_tf.data import review as review_lib
 from mwn_tf.data import splits as splits_lib
 
 
@@ -20,7 +21,10 @@ def from_arrays(name: str, *, train_images: np.ndarray,
                 test_source_index: Optional[np.ndarray] = None,
                 superclass: Optional[np.ndarray] = None,
                 class_names: Optional[list] = None,
-                config: Optional[dict] = None) -> splits_lib.DataSplits:
+                config: Optional[dict] = None,
+                sample_names: Optional[splits_lib.SampleNames] = None,
+                review: Optional[review_lib.Review] = None
+                ) -> splits_lib.DataSplits:
   """Meta split, long tail and noise (see `corruption.prepare`), then sources.
 
   Args:
@@ -44,6 +48,14 @@ def from_arrays(name: str, *, train_images: np.ndarray,
     superclass: [K] superclass of each class (hierarchical noise).
     class_names: optional K names.
     config: loader settings echoed in `summary()`.
+    sample_names: what `index` names (`splits.SampleNames`): the source and its
+      split; None: "<name>", "train".
+    review: an edited review file (`mwn_tf.data.review`, keyed by `index`),
+      applied to the training split after the meta split, long tail and
+      noise: its `exclude` samples are left out, its `relabel` samples get
+      the new class as both observed and clean label (the person's
+      correction replaces the source's label and any injected noise). The
+      meta and test sets are unchanged; `summary()["review"]` counts it.
 
   Returns:
     DataSplits with `arrays` holding the numpy labels/indices per split.
@@ -59,16 +71,26 @@ def from_arrays(name: str, *, train_images: np.ndarray,
                             noise_type=noise_type, noise_rate=noise_rate,
                             imbalance_factor=imbalance_factor, seed=seed,
                             superclass=superclass, binding=f"{name}.num_meta")
+  train_index, train_labels, train_clean = (
+      prep.train_index, prep.train_labels, prep.train_clean)
+  realised, reviewed = prep.realised_noise_rate, None
+  if review is not None:
+    keep, relabelled = review.apply(src[train_index].tolist(), train_labels)
+    reviewed = review.summary(keep, train_labels, relabelled)
+    changed = relabelled != train_labels
+    train_clean = np.where(changed, relabelled, train_clean)[keep]
+    train_index, train_labels = train_index[keep], relabelled[keep]
+    realised = float(np.mean(train_labels != train_clean))
   arrays = {
-      "train": {"label": prep.train_labels, "clean_label": prep.train_clean,
-                "index": src[prep.train_index]},
+      "train": {"label": train_labels, "clean_label": train_clean,
+                "index": src[train_index]},
       "meta": {"label": prep.meta_labels, "clean_label": prep.meta_labels,
                "index": src[prep.meta_index]},
       "test": {"label": test_labels, "clean_label": test_labels,
                "index": test_src},
   }
   sources = {
-      "train": splits_lib.ArraySource(train_images[prep.train_index],
+      "train": splits_lib.ArraySource(train_images[train_index],
                                       **arrays["train"]),
       "meta": splits_lib.ArraySource(train_images[prep.meta_index],
                                      **arrays["meta"]),
@@ -77,16 +99,19 @@ def from_arrays(name: str, *, train_images: np.ndarray,
   config = dict(config or {})
   config.update(noise_type=noise_type, noise_rate=float(noise_rate),
                 imbalance_factor=float(imbalance_factor))
+  if review is not None:
+    config["review"] = reviewed
   data = splits_lib.DataSplits(
       name=name, num_classes=int(num_classes), image_shape=tuple(image_shape),
       train_source=sources["train"], meta_source=sources["meta"],
       test_source=sources["test"], train_fn=train_fn, eval_fn=eval_fn,
       augment=bool(augment), seed=int(seed), transition_matrix=prep.matrix,
-      realised_noise_rate=prep.realised_noise_rate,
+      realised_noise_rate=realised,
       expected_noise_rate=prep.expected_noise_rate,
-      class_counts=np.bincount(prep.train_clean, minlength=num_classes),
+      class_counts=np.bincount(train_clean, minlength=num_classes),
       meta_class_counts=np.bincount(prep.meta_labels, minlength=num_classes),
       config=config, class_names=class_names, arrays=arrays,
+      sample_names=sample_names or splits_lib.SampleNames(name, "train"),
       raw_images=splits_lib.RawImages(
           shape=tuple(int(d) for d in train_images.shape[1:]),
           dtype=np.dtype(train_images.dtype).name, encoded=False,

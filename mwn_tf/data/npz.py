@@ -12,7 +12,8 @@ Optional arrays:
 
 Write one with
   np.savez("my.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
-`index` is the position in x_train / x_test.
+`index` is the position in x_train / x_test. `npz.review_file` takes back
+the edited review.csv of `python -m mwn_tf.analyze` (`mwn_tf.data.review`).
 """
 
 import os
@@ -27,6 +28,8 @@ from mwn_tf.data import corruption
 from mwn_tf.data import in_memory
 from mwn_tf.data import preprocessing
 from mwn_tf.data import registry
+from mwn_tf.data import review as review_lib
+from mwn_tf.data import splits as splits_lib
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -96,7 +99,7 @@ def _rounded(values):
 def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
         noise_type: str = "none", noise_rate: float = 0.0,
         imbalance_factor: float = 1.0, seed: int = 0, augment: bool = False,
-        standardize: bool = True):
+        standardize: bool = True, review_file: Optional[str] = None):
   """A user .npz (layout in the module docstring) as DataSplits.
 
   Args:
@@ -110,6 +113,10 @@ def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
     augment: reflect-pad 4 / random crop / random horizontal flip on train
       and meta (CIFAR-style; leave off for data where flips change meaning).
     standardize: per-channel (x - mean) / std with the statistics of x_train.
+    review_file: None, or an edited review.csv of `python -m
+      mwn_tf.analyze` (`mwn_tf.data.review`; rows by `index`, the position
+      in x_train): `exclude` leaves a sample out of training, `relabel:<class
+      name>` trains it with that class; meta and test sets are unchanged.
 
   Returns:
     DataSplits; images float32 [H, W, C].
@@ -149,6 +156,11 @@ def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
 
   if num_meta is None:
     num_meta = 10 * num_classes
+  review = None
+  if review_file is not None:
+    review = review_lib.read(review_file, "npz.review_file",
+                             class_names or [str(c) for c in
+                                             range(num_classes)], "index")
   return in_memory.from_arrays(
       "npz", train_images=x_train, train_labels=y_train,
       test_images=arrays["x_test"], test_labels=y_test,
@@ -160,6 +172,8 @@ def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
                      f"with mean {_rounded(mean)} and std {_rounded(std)} "
                      f"(x_train's)" if standardize else
                      f"pixel / {scale:g}"),
-      class_names=class_names,
+      class_names=class_names, review=review,
+      sample_names=splits_lib.SampleNames(f"npz {os.fspath(path)}",
+                                          "x_train"),
       config={"path": os.fspath(path), "standardize": bool(standardize),
               "mean": list(mean), "std": list(std)})

@@ -92,6 +92,31 @@ class ArraySource:
     return ds.map(lambda i: {k: tf.gather(v, i) for k, v in tensors.items()},
                   num_parallel_calls=_AUTOTUNE)
 
+  def images_of(self, index: np.ndarray) -> list:
+    """The raw images (as `make` yields them) of the samples with these
+    `index` values, for a person to look at; not used in training.
+
+    Args:
+      index: `[n]` int sample ids (the `index` field), each in this split.
+
+    Returns:
+      n raw images (`[H, W, C]` arrays here; file bytes for `FileSource`).
+
+    Raises:
+      KeyError: an `index` that is not in this split.
+    """
+    ids = self._numpy["index"]
+    index = np.asarray(index, np.int64)
+    order = np.argsort(ids, kind="stable")
+    found = np.minimum(np.searchsorted(ids, index, sorter=order),
+                       ids.size - 1)
+    positions = order[found]
+    missing = index[ids[positions] != index]
+    if missing.size:
+      raise KeyError(f"{missing.size} index value(s) are not in this split, "
+                     f"e.g. {int(missing[0])}")
+    return [self._numpy["image"][p] for p in positions]
+
 
 class TfdsSource:
   """A split streamed from a prepared TFDS builder (images stay encoded).
@@ -136,6 +161,44 @@ class TfdsSource:
       ds = ds.shuffle(self._shuffle_buffer, seed=shuffle_seed,
                       reshuffle_each_iteration=True)
     return ds.repeat() if repeat else ds
+
+  def images_of(self, index: np.ndarray) -> list:
+    """As `ArraySource.images_of` (encoded bytes); one pass over the split's
+    records (no decoding), so it costs a read of the whole split."""
+    wanted = np.asarray(index, np.int64)
+    keep = np.zeros(int(wanted.max()) + 1, bool)
+    keep[wanted] = True
+    keep = tf.constant(keep)
+    ds = self._builder.as_dataset(
+        split=self._split, shuffle_files=False,
+        decoders={"image": tfds.decode.SkipDecoding()}).map(self._parse)
+    ds = ds.filter(lambda ex: tf.logical_and(
+        ex["index"] < tf.size(keep, out_type=tf.int64),
+        tf.gather(keep, tf.minimum(ex["index"], tf.size(keep, tf.int64) - 1))))
+    found = {int(ex["index"]): ex["image"] for ex in tfds.as_numpy(ds)}
+    missing = [int(i) for i in wanted if int(i) not in found]
+    if missing:
+      raise KeyError(f"{len(missing)} index value(s) are not in this split, "
+                     f"e.g. {missing[0]}")
+    return [found[int(i)] for i in wanted]
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleNames:
+  """What names a training sample for a person, beyond its `index`.
+
+  Attributes:
+    source: where the training split comes from, e.g. "folder /data/train",
+      "tfds cifar10", "npz /data/x.npz", "sklearn load_digits".
+    split: the source's split that `index` counts in ("train",
+      "noisy_train", "x_train"; "" for a folder, whose index counts files).
+    files: optional `[n]` int index -> `[n]` str: the sample's file (a
+      folder: its path relative to train_dir; Clothing1M: its image key);
+      None where samples are no files.
+  """
+  source: str
+  split: str
+  files: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
 def _float_or_none(x) -> Optional[float]:
@@ -187,6 +250,8 @@ class DataSplits:
     noise_rate_measured_on: how many train samples have a known clean label
       (the sample behind `realised_noise_rate`); None: all of them.
     arrays: numpy label/clean_label/index per split (in-memory sources).
+    sample_names: what names a training sample (`SampleNames`), for the
+      per-sample report; None if the loader does not say.
   """
   name: str
   num_classes: int
@@ -208,6 +273,7 @@ class DataSplits:
   arrays: Optional[dict] = None
   noise_rate_measured_on: Optional[int] = None
   raw_images: Optional[RawImages] = None
+  sample_names: Optional[SampleNames] = None
 
   @property
   def num_train(self) -> int:
@@ -220,6 +286,11 @@ class DataSplits:
   @property
   def num_test(self) -> int:
     return self.test_source.num_examples
+
+  def train_images(self, index: np.ndarray) -> list:
+    """Raw training images by `index` (for review figures, not training):
+    `[H, W, C]` arrays, or a file's bytes for encoded sources."""
+    return self.train_source.images_of(np.asarray(index, np.int64))
 
   def steps_per_epoch(self, global_batch_size: int) -> int:
     """Full train batches per epoch (drop_remainder); equal for every shard."""

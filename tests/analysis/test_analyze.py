@@ -225,7 +225,11 @@ def test_analyze_run_dir(tmp_path):
   model_dir = str(tmp_path / "run")
   truth = _write_run(model_dir)
   out = report_lib.analyze(model_dir)
-  assert out["num_samples"] == 400 and out["notes"] == []
+  # Generated without an operative config: the data cannot be rebuilt to
+  # name the samples (a real run always has one), and only that is noted.
+  assert out["num_samples"] == 400 and len(out["notes"]) == 1
+  assert out["notes"][0].startswith("suspects.csv and review.csv name no "
+                                    "files and no contact sheets were drawn")
   report = json.load(open(os.path.join(model_dir, "analysis",
                                        "detection.json")))
   noisy = truth["label"] != truth["clean"]
@@ -500,6 +504,9 @@ def test_smoke_run_then_analyze(tmp_path):
     np.testing.assert_array_equal(again.clean_label, stored.clean_label)
     np.testing.assert_allclose(again.loss, stored.loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
+    np.testing.assert_array_equal(again.predicted, stored.predicted)
+    np.testing.assert_allclose(again.probability, stored.probability,
+                               rtol=1e-4)
   # A bad flag value fails fast with one line naming the flag.
   bad = subprocess.run([sys.executable, "-m", "mwn_tf.analyze",
                         f"--model_dir={model_dir}", "--flag_rate=2"],
@@ -553,4 +560,5 @@ def test_an_old_run_dir_still_analyses(tmp_path):
   out = report_lib.analyze(model_dir, source="checkpoint")
   assert out["num_samples"] == 1197 and out["detection"] is not None
   assert set(out["figures"]) == {"weighting_function", "weight_distribution",
-                                 "weight_variation"}
+                                 "weight_variation", "distrusted_sheet",
+                                 "trusted_sheet"}

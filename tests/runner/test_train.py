@@ -101,7 +101,7 @@ def test_exports_reproduce_the_in_memory_model(smoke):
   model_dir, _ = smoke
   samples = np.load(model_dir / "sample_weights.npz")
   assert set(samples.files) == {"index", "label", "clean_label", "is_noisy",
-                                "loss", "weight"}
+                                "loss", "weight", "predicted", "probability"}
   assert np.all(np.diff(samples["index"]) > 0)
   np.testing.assert_array_equal(samples["is_noisy"],
                                 samples["label"] != samples["clean_label"])
