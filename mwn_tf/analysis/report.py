@@ -15,8 +15,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mwn_tf.analysis import figures
-from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis import sources
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import detection_report
@@ -26,6 +24,8 @@ from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.analysis.detection import write_ranking
 from mwn_tf.runner import run_dir
+from mwn_tf.shared import figures
+from mwn_tf.shared import samples as samples_lib
 
 SOURCES = ("auto", "samples", "exports", "checkpoint")
 
