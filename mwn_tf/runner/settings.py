@@ -20,6 +20,7 @@ from typing import List, Sequence
 
 import gin
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mwn_tf import data as data_lib
@@ -73,6 +74,10 @@ def check_settings(settings: dict) -> None:
       if value is not None and not isinstance(value, tf.distribute.Strategy):
         raise ConfigError(f"train_eval's strategy must be None or a "
                           f"tf.distribute.Strategy, got {value!r}.")
+    elif name == "reexport":
+      if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"train_eval.reexport must be True or False, got "
+                          f"{value!r}.")
   declarations.check_values(settings, {"datasets": data_lib.names(),
                                        "models": models_lib.names()})
   get = settings.get
