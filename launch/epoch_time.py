@@ -12,7 +12,7 @@ markdown table: seconds per epoch in each part and its share of the epoch.
                    pipeline's next batch is fetched inside it)
   evaluation       `fit`'s validation pass over the test split
   per-sample pass  the weight/loss pass over the whole training split
-                   (`analysis.samples.sample_pass`: every sample_every_n_epochs and
+                   (`shared.samples.sample_pass`: every sample_every_n_epochs and
                    after the last epoch)
   figures          the TensorBoard images (weighting function, weight
                    distribution and variation): matplotlib and PNG summaries
@@ -37,8 +37,8 @@ import keras
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mwn_tf import main as mwn_main  # noqa: E402  pylint: disable=g-import-not-at-top
-from mwn_tf.analysis import figures  # noqa: E402  pylint: disable=g-import-not-at-top
-from mwn_tf.analysis import samples  # noqa: E402  pylint: disable=g-import-not-at-top
+from mwn_tf.shared import figures  # noqa: E402  pylint: disable=g-import-not-at-top
+from mwn_tf.shared import samples  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import checkpointing  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import epochs  # noqa: E402  pylint: disable=g-import-not-at-top
 from mwn_tf.runner import monitor  # noqa: E402  pylint: disable=g-import-not-at-top

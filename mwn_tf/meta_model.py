@@ -54,6 +54,9 @@ import keras
 import tensorflow as tf
 
 from mwn_tf import fast_step
+from mwn_tf.choices import METHODS
+from mwn_tf.choices import NORMALIZATIONS
+from mwn_tf.choices import VIRTUAL_STEPS
 from mwn_tf.models.batch_norm import synchronize_batchnorm
 from mwn_tf.replicas import cross_replica_sum
 from mwn_tf.replicas import global_results
@@ -61,10 +64,6 @@ from mwn_tf.replicas import num_replicas
 from mwn_tf.replicas import replica_local
 from mwn_tf.replicas import replica_mean
 from mwn_tf.weight_net import WeightNet
-
-METHODS = ("mwn", "baseline")
-NORMALIZATIONS = ("none", "sum")
-VIRTUAL_STEPS = ("global", "local")
 
 
 def per_sample_loss(labels, logits):

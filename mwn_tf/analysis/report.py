@@ -15,8 +15,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mwn_tf.analysis import figures
-from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis import sources
 from mwn_tf.analysis import suspects as suspects_lib
 from mwn_tf.analysis.detection import AnalysisError
@@ -28,6 +26,8 @@ from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.analysis.detection import write_ranking
 from mwn_tf.analysis.detection import SOURCES  # noqa: F401  (re-exported)
 from mwn_tf.runner import run_dir
+from mwn_tf.shared import figures
+from mwn_tf.shared import samples as samples_lib
 
 
 def write_json(obj, path: str) -> str:

@@ -5,7 +5,7 @@ sample_weights.npz is not used: the two exported SavedModels
 (`ExportedModels`, plain TensorFlow) or its newest checkpoint
 (`checkpoint_models`: the classifier and V rebuilt as the runner builds them
 and restored from the checkpoint's model part). Either is a "models" object
-for `mwn_tf.analysis.samples.sample_pass`. Also read here: the run's
+for `mwn_tf.shared.samples.sample_pass`. Also read here: the run's
 settings (`run_settings`), weighting curve and weight variation over
 training (`read_weight_variation`).
 """
@@ -21,14 +21,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mwn_tf.analysis import samples as samples_lib
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import CLASSIFIER_OUTPUTS
 from mwn_tf.analysis.detection import TRAIN_COMMAND
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.runner import checkpointing
+from mwn_tf.runner import declarations
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
+from mwn_tf.shared import samples as samples_lib
 
 
 
@@ -345,13 +346,11 @@ def checkpoint_models(path: str, data, settings: dict):
   classifier and V only). Works while the run is still training.
   """
   model = settings.get("model")
+  # Runs older than a setting lack it: its declared default (the decays and
+  # the fast modes shape no variable, so any valid value restores).
+  defaults = {s.name: s.default for s in declarations.SETTINGS}
   try:
-    net = settings_lib.build_model(
-        data, model=model, method=settings["method"],
-        weight_net_hidden_units=settings["weight_net_hidden_units"],
-        normalize_weights=settings.get("normalize_weights", "sum"),
-        weight_decay=settings.get("weight_decay", 0.0),
-        meta_weight_decay=settings.get("meta_weight_decay", 0.0))
+    net = settings_lib.build_model(data, {**defaults, **settings})
     checkpointing.restore_models(net, path)
   except Exception as e:  # pylint: disable=broad-except
     raise AnalysisError(

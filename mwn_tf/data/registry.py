@@ -36,8 +36,7 @@ def get(name: str, **kwargs):
   """Builds the `DataSplits` of dataset `name`.
 
   Args:
-    name: a registered dataset (see `names()`): digits, cifar10, cifar100,
-      cifar10_n, cifar100_n, clothing1m, folder, npz.
+    name: a registered dataset, one of `names()`.
     **kwargs: loader settings; they override gin bindings of the loader
       (e.g. `get("cifar10", noise_type="uniform", noise_rate=0.4)`).
 

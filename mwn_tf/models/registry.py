@@ -5,20 +5,25 @@ and returns a plain Keras 3 model mapping images `[batch, *input_shape]` to
 logits `[batch, num_classes]`.
 """
 
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 
 Builder = Callable[..., keras.Model]
 
 _REGISTRY: Dict[str, Builder] = {}
+# name -> the gin configurable whose bindings set its builder's arguments.
+_FAMILIES: Dict[str, str] = {}
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
+def register(name: str,
+             bindings: Optional[str] = None) -> Callable[[Builder], Builder]:
   """Decorator that registers a model builder under `name`.
 
   Args:
     name: the registry key, as used in `get(name, ...)` and in gin files.
+    bindings: the gin name its settings are bound on (`wrn.depth` for
+      "wide_resnet"); None: `name` itself.
 
   Returns:
     A decorator returning the builder unchanged.
@@ -37,6 +42,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
       raise ValueError(
           f"Model name {name!r} is already registered to {existing!r}.")
     _REGISTRY[name] = builder
+    _FAMILIES[name] = bindings or name
     return builder
 
   return decorator
@@ -45,6 +51,13 @@ def register(name: str) -> Callable[[Builder], Builder]:
 def names() -> List[str]:
   """Returns the registered model names, sorted."""
   return sorted(_REGISTRY)
+
+
+def binding_family(name: str) -> str:
+  """The gin name whose bindings set model `name`'s builder (`name` itself
+  unless registered with `bindings`, e.g. "wrn" for "wide_resnet");
+  `name` if it is not registered."""
+  return _FAMILIES.get(name, name)
 
 
 def get(name: str, num_classes: int, input_shape: Sequence[int],

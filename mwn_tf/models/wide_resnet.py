@@ -63,7 +63,7 @@ def _preact_block(x, filters: int, stride: int, dropout_rate: float,
   return keras.layers.Add(dtype=dtype, name=f"{name}_add")([shortcut, y])
 
 
-@register("wide_resnet")
+@register("wide_resnet", bindings="wrn")
 @gin.configurable("wrn",
                   denylist=["num_classes", "input_shape", "batch_norm_cls"])
 def wide_resnet(num_classes: int,
@@ -121,7 +121,7 @@ def wide_resnet(num_classes: int,
   return keras.Model(inputs, logits, name=f"wrn{depth}_{widen_factor}")
 
 
-@register("wrn28_10")
+@register("wrn28_10", bindings="wrn")
 def wrn28_10(num_classes: int, input_shape: Sequence[int] = (32, 32, 3),
              **kwargs) -> keras.Model:
   """WRN-28-10: `wide_resnet` with depth 28 and widen factor 10 fixed.

@@ -33,9 +33,9 @@ import gin
 import keras
 import tensorflow as tf
 
+from mwn_tf.errors import ConfigError
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import stopping
-from mwn_tf.runner.settings import ConfigError
 
 _GUARDED = ("loss", "weighted_loss", "meta_loss")
 

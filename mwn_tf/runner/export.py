@@ -39,7 +39,6 @@ as GCS have no atomic folder rename).
 import json
 import os
 import logging as std_logging
-import re
 from typing import Optional
 import uuid
 
@@ -48,7 +47,6 @@ import tensorflow as tf
 
 _TMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
-_TMP_FILE = re.compile(r".+\.tmp-[0-9a-f]{8}")  # see write_file_atomically
 
 
 def _replace_dir(tmp: str, path: str) -> None:
@@ -239,26 +237,3 @@ def export_weight_net(weight_net: keras.Model, path: str) -> str:
       "serve", serve,
       input_signature=[tf.TensorSpec(None, tf.float32, name="losses")])
   return _write_atomically(archive, path)
-
-
-def remove_stale_files(folder: str) -> None:
-  """Removes `<name>.tmp-*` files of `write_file_atomically` calls killed
-  before their rename; call only when no such write can be in progress."""
-  if not tf.io.gfile.isdir(folder):
-    return
-  for entry in tf.io.gfile.listdir(folder):
-    full = os.path.join(folder, entry.rstrip("/"))
-    if _TMP_FILE.fullmatch(entry) and not tf.io.gfile.isdir(full):
-      tf.io.gfile.remove(full)
-
-
-def write_file_atomically(path: str, data) -> str:
-  """Writes `data` (bytes or str) to `path` via a temporary file and a rename,
-  so readers (and a resumed run) see the old file or the new one, never a
-  truncated one."""
-  tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex[:8]}"
-  mode = "w" if isinstance(data, str) else "wb"
-  with tf.io.gfile.GFile(tmp, mode) as f:
-    f.write(data)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-  return path

@@ -4,8 +4,8 @@
 and the per-sample histograms, appends each epoch's record to the `RunState`
 history and prints the epoch's line through `Console`, which also shows the
 progress inside an epoch (a live bar on a terminal, a line every N seconds in
-a log file). The per-sample pass (`mwn_tf.analysis.samples`) and the figures
-(`mwn_tf.analysis.figures`) are the analysis tool's own. The rest writes the
+a log file). The per-sample pass (`mwn_tf.shared.samples`) and the figures
+(`mwn_tf.shared.figures`) are shared with the analysis. The rest writes the
 run's TensorBoard header (hparams, data summary, operative config) and marks
 where a resumed session starts.
 """
@@ -25,8 +25,9 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.summary.writer import event_file_writer
 
-from mwn_tf.analysis import figures
+from mwn_tf.runner import declarations
 from mwn_tf.runner.checkpointing import RunState
+from mwn_tf.shared import figures
 
 
 # Log key of MetaWeightModel -> TensorBoard tag.
@@ -230,7 +231,7 @@ class TrainingMonitor(keras.callbacks.Callback):
   Args:
     writer: the run's summary writer.
     state: the run's `RunState` (history is appended here).
-    sample_pass: dataset -> per-sample arrays (`analysis.samples.
+    sample_pass: dataset -> per-sample arrays (`shared.samples.
       sample_pass` with the model); `sample_data()` gives its dataset (the
       training split in order, `DataSplits.train_for_eval`).
     total_epochs: number of epochs of the run.
@@ -455,23 +456,16 @@ def operative_config_summary(writer, text: str, step: int) -> None:
 
 
 def hparams(settings: dict, data_summary: dict, total_steps: int) -> dict:
-  """The TensorBoard hparams of a run (also results.json's `hparams`)."""
-  get = settings.get
+  """The TensorBoard hparams of a run (also results.json's `hparams`): the
+  settings declared `hparam=True` (`declarations.hparams_of`), what the data
+  says of its noise, and the run's length."""
   out = {
-      "method": get("method"), "dataset": get("dataset"),
-      "model": get("model"), "seed": int(get("seed")),
+      **declarations.hparams_of(settings),
       "noise_type": str(data_summary.get("noise_type", "none")),
       # None for real noise of unknown rate (Clothing1M): left out below, as
       # HParams values must be numbers, strings or booleans.
       "noise_rate": data_summary.get("noise_rate", 0.0),
       "imbalance_factor": float(data_summary.get("imbalance_factor", 1.0)),
-      "normalize_weights": get("normalize_weights"),
-      "batch_size": int(get("batch_size")),
-      "learning_rate": float(get("learning_rate")),
-      "meta_optimizer": get("meta_optimizer"),
-      "meta_learning_rate": float(get("meta_learning_rate")),
-      "weight_net_hidden_units": ",".join(
-          map(str, get("weight_net_hidden_units"))),
       "total_steps": int(total_steps)}
   return {k: v for k, v in out.items() if v is not None}
 

@@ -21,7 +21,8 @@ A run's folder (`model_dir`) holds:
 Every other module (the runner, the analysis, the benchmark, launch/) names
 these files through the constants and functions here. Only the chief writes
 (`is_chief`); every process writes through `Writer`, which skips the files
-on the others.
+on the others. Plain files are written atomically (`write_file_atomically`);
+the SavedModel folders by `runner.export`.
 """
 
 import contextlib
@@ -33,14 +34,15 @@ import re
 import shutil
 import socket
 import time
+import uuid
 from typing import Iterable, Optional, Sequence
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from mwn_tf.errors import ConfigError
 from mwn_tf.runner import export as export_lib
-from mwn_tf.runner.settings import ConfigError
 
 RESULTS = "results.json"
 SAMPLE_WEIGHTS = "sample_weights.npz"
@@ -56,6 +58,9 @@ CHECKPOINT_PREFIX = "ckpt"  # tf.train.CheckpointManager's default.
 # What tf.train.CheckpointManager (prefix "ckpt") writes for checkpoint <n>.
 _CHECKPOINT_FILE = re.compile(
     CHECKPOINT_PREFIX + r"-(\d+)(_temp|\.index|\.data-\d+-of-\d+)")
+# The temporary copy `write_file_atomically` renames into place.
+_TMP_MARK = ".tmp-"
+_TMP_FILE = re.compile(r".+\.tmp-[0-9a-f]{8}")
 
 
 # ----------------------------------------------------------------------------
@@ -123,7 +128,7 @@ def remove_unfinished_writes(model_dir: str, export_dirs: Iterable[str]
 
   Only names that are provably unfinished go: a temporary copy that only
   the dead writer would have renamed into place or deleted. They are
-  `<file>.tmp-*` of `export.write_file_atomically`, the `.tmp-` and `.old-`
+  `<file>.tmp-*` of `write_file_atomically`, the `.tmp-` and `.old-`
   folders of an export (`export.clean_stale`), TF's `checkpoint.tmp*` copy
   of the checkpoint state file and the `ckpt-<n>_temp/` shards of a
   checkpoint whose merge never ran. `ckpt-<n>.index` / `.data-*` files are
@@ -137,7 +142,7 @@ def remove_unfinished_writes(model_dir: str, export_dirs: Iterable[str]
     model_dir: the run's folder.
     export_dirs: the run's SavedModel folders (`exports(...).values()`).
   """
-  export_lib.remove_stale_files(model_dir)
+  remove_stale_files(model_dir)
   for path in export_dirs:
     export_lib.clean_stale(path)
   directory = checkpoint_dir(model_dir)
@@ -187,8 +192,34 @@ def write_checkpoint_state(directory: str, paths: Sequence[str]) -> None:
       f'all_model_checkpoint_paths: "{n}"\n' for n in names) + "".join(
           f"all_model_checkpoint_timestamps: {t!r}\n" for t in times) + (
               f"last_preserved_timestamp: {min(times) - 1.0!r}\n")
-  export_lib.write_file_atomically(os.path.join(directory, "checkpoint"),
+  write_file_atomically(os.path.join(directory, "checkpoint"),
                                    text)
+
+
+# ----------------------------------------------------------------------------
+# Atomic file writes: a reader (and a resumed run) never sees half a file.
+# ----------------------------------------------------------------------------
+def remove_stale_files(folder: str) -> None:
+  """Removes `<name>.tmp-*` files of `write_file_atomically` calls killed
+  before their rename; call only when no such write can be in progress."""
+  if not tf.io.gfile.isdir(folder):
+    return
+  for entry in tf.io.gfile.listdir(folder):
+    full = os.path.join(folder, entry.rstrip("/"))
+    if _TMP_FILE.fullmatch(entry) and not tf.io.gfile.isdir(full):
+      tf.io.gfile.remove(full)
+
+
+def write_file_atomically(path: str, data) -> str:
+  """Writes `data` (bytes or str) to `path` via a temporary file and a rename,
+  so readers (and a resumed run) see the old file or the new one, never a
+  truncated one."""
+  tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex[:8]}"
+  mode = "w" if isinstance(data, str) else "wb"
+  with tf.io.gfile.GFile(tmp, mode) as f:
+    f.write(data)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return path
 
 
 # ----------------------------------------------------------------------------
@@ -313,13 +344,13 @@ class Writer:
 
   def write_results(self, results: dict) -> dict:
     if self.chief:
-      export_lib.write_file_atomically(self.files["results"],
+      write_file_atomically(self.files["results"],
                                        json.dumps(results, indent=1))
     return results
 
   def write_operative_config(self, text: str) -> None:
     if self.chief:
-      export_lib.write_file_atomically(self.files["operative_config"], text)
+      write_file_atomically(self.files["operative_config"], text)
 
   def write_final(self, samples: dict, curve: Optional[np.ndarray],
                   meta_model, splits=None) -> None:
@@ -328,10 +359,10 @@ class Writer:
     V."""
     if not self.chief:
       return
-    export_lib.write_file_atomically(self.files["sample_weights"],
+    write_file_atomically(self.files["sample_weights"],
                                      _npz_bytes(samples))
     if curve is not None:
-      export_lib.write_file_atomically(self.files["weight_curve"],
+      write_file_atomically(self.files["weight_curve"],
                                        _curve_csv(curve))
     if meta_model is not None:
       export_lib.export_classifier(meta_model.classifier,

@@ -1,11 +1,13 @@
-"""The settings of a run: their rules, their check and the objects they make.
+"""The settings of a run: their check and the objects they make.
 
-Every keyword argument of `runner.train_eval.train_eval` is checked here
-(`check_settings`) before anything is loaded or written, so a bad binding
-costs a second and leaves model_dir as it was, not a crash minutes into a
-run. The factories (`lr_schedule`, `make_optimizer`, `build_model`,
-`plan_steps`) turn checked settings into the schedule, the optimisers and the
-model, and `default_model_dir` maps a command to its folder.
+Every keyword argument of `runner.train_eval.train_eval` is declared once in
+`runner.declarations` and checked here (`check_settings`: each value, the
+values against each other, gin bindings of the constructor arguments the
+settings set) before anything is loaded or written, so a bad binding costs a
+second and leaves model_dir as it was, not a crash minutes into a run. The
+factories (`lr_schedule`, `make_optimizer`, `build_model`, `plan_steps`) turn
+checked settings into the schedule, the optimisers and the model, and
+`default_model_dir` maps a command to its folder.
 """
 
 import dataclasses
@@ -23,16 +25,10 @@ import tensorflow as tf
 
 from mwn_tf import data as data_lib
 from mwn_tf import models as models_lib
-from mwn_tf.meta_model import METHODS
-from mwn_tf.meta_model import NORMALIZATIONS
+from mwn_tf.errors import ConfigError  # noqa: F401  (also `settings.ConfigError`)
 from mwn_tf.meta_model import MetaWeightModel
+from mwn_tf.runner import declarations
 from mwn_tf.weight_net import WeightNet
-
-META_OPTIMIZERS = ("adam", "sgd")
-
-
-class ConfigError(ValueError):
-  """A setting is invalid or inconsistent with model_dir; one-line message."""
 
 
 class ScheduleBeyondRun(ConfigError):
@@ -61,114 +57,13 @@ def default_model_dir(gin_files: Sequence[str],
   return os.path.join("runs", stem)
 
 
-# ----------------------------------------------------------------------------
-# The rules: (predicate, what the message says is accepted) per argument.
-# ----------------------------------------------------------------------------
-def _is_int(x) -> bool:
-  # bool is an int in Python, but `epochs = True` is a typo, not a count.
-  return (isinstance(x, (int, np.integer)) and
-          not isinstance(x, (bool, np.bool_)))
-
-
-def _is_number(x) -> bool:
-  return _is_int(x) or isinstance(x, (float, np.floating))
-
-
-def _is_list(x) -> bool:
-  return isinstance(x, (list, tuple))
-
-
-def _increasing(values) -> bool:
-  return all(a < b for a, b in zip(values, values[1:]))
-
-
-def _int_rule(low: int, note: str = ""):
-  return lambda v: _is_int(v) and v >= low, f"an integer >= {low}{note}"
-
-
-def _choice_rule(choices):
-  # `in` alone would accept True for 1 and 1.0 for 1.
-  return (lambda v: any(type(v) is type(c) and v == c for c in choices),
-          "one of " + ", ".join(repr(c) for c in choices))
-
-
-def _epoch_list(v) -> bool:
-  return _is_list(v) and _increasing(v) and all(
-      _is_number(e) and math.isfinite(e) and e > 0 for e in v)
-
-
-def _step_list(v) -> bool:
-  return v is None or (_is_list(v) and _increasing(v) and all(
-      _is_int(s) and s >= 1 for s in v))
-
-
-def _widths(v) -> bool:
-  return _is_list(v) and len(v) > 0 and all(_is_int(u) and u >= 1 for u in v)
-
-
-_BOOL = (lambda v: isinstance(v, (bool, np.bool_)), "True or False")
-_POSITIVE = (lambda v: _is_number(v) and math.isfinite(v) and v > 0,
-             "a finite number > 0")
-_FRACTION = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-_DECAY = (lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
-          "a finite number >= 0")
-
-# The accepted values of each keyword argument of `train_eval`, as
-# (predicate, what the message says is accepted). `dataset` and `model` are
-# looked up in their registries when checked (they can grow).
-_RULES = {
-    "method": _choice_rule(METHODS),
-    "seed": (lambda v: _is_int(v) and 0 <= v < 2**32,
-             "an integer in [0, 2**32 - 1]"),
-    "epochs": _int_rule(1),
-    "train_steps": (lambda v: v is None or (_is_int(v) and v >= 1),
-                    "None or an integer >= 1"),
-    "batch_size": _int_rule(1),
-    "meta_batch_size": _int_rule(1),
-    "learning_rate": _POSITIVE,
-    "momentum": _FRACTION,
-    "nesterov": _BOOL,
-    "weight_decay": _DECAY,
-    "lr_decay_epochs": (_epoch_list, "a list of increasing epochs > 0, "
-                        "e.g. (80, 100) or ()"),
-    "lr_decay_steps": (_step_list, "None or a list of increasing steps >= 1, "
-                       "e.g. (18000, 19000)"),
-    "lr_decay_factor": (lambda v: _is_number(v) and 0 < v <= 1,
-                        "a number in (0, 1]"),
-    "weight_net_hidden_units": (_widths, "a non-empty list of integers >= 1, "
-                                "e.g. (100,)"),
-    "normalize_weights": _choice_rule(NORMALIZATIONS),
-    "meta_optimizer": _choice_rule(META_OPTIMIZERS),
-    "meta_learning_rate": _POSITIVE,
-    "meta_momentum": _FRACTION,
-    "meta_nesterov": _BOOL,
-    "meta_weight_decay": _DECAY,
-    "jit_compile": _choice_rule((True, False, "auto")),
-    "steps_per_execution": _int_rule(1),
-    "deterministic": _BOOL,
-    "eval_batch_size": _int_rule(1),
-    "eval_every_n_epochs": _int_rule(1, " (the last epoch is always "
-                                        "evaluated)"),
-    "checkpoint_every_n_steps": _int_rule(0, " (0: at epoch ends only)"),
-    "max_checkpoints_to_keep": _int_rule(1),
-    "summary_every_n_steps": _int_rule(0, " (0: at epoch ends only)"),
-    "sample_every_n_epochs": _int_rule(0, " (0: after the last epoch only)"),
-    "curve_max_loss": (lambda v: _is_number(v) and math.isfinite(v) and v > 0,
-                       "a finite number > 0"),
-    "export": _BOOL,
-    "verbose": _choice_rule((0, 1, 2, "auto")),
-    "reexport": _BOOL,
-    "progress_every_n_seconds": (
-        lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
-        "a finite number >= 0 (0: no progress lines)"),
-}
-
-
 def check_settings(settings: dict) -> None:
   """Raises `ConfigError` on the first invalid `train_eval` argument.
 
   Checks types and ranges of each argument present in `settings` (any subset
-  of `train_eval`'s arguments) and the ones that depend on each other
+  of `train_eval`'s arguments; each as declared in `runner.declarations`,
+  `dataset` and `model` against their registries) and the ones that depend
+  on each other
   without data (learning-rate boundaries against `epochs` / `train_steps`).
   Boundaries that depend on the number of steps per epoch are checked by
   `train_eval` once the data is loaded.
@@ -180,9 +75,6 @@ def check_settings(settings: dict) -> None:
     ConfigError: one line naming the binding, the accepted values and the
       value given.
   """
-  rules = dict(_RULES)
-  rules["dataset"] = _choice_rule(tuple(data_lib.names()))
-  rules["model"] = _choice_rule(tuple(models_lib.names()))
   for name, value in settings.items():
     if name == "model_dir":
       if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
@@ -192,11 +84,12 @@ def check_settings(settings: dict) -> None:
       if value is not None and not isinstance(value, tf.distribute.Strategy):
         raise ConfigError(f"train_eval's strategy must be None or a "
                           f"tf.distribute.Strategy, got {value!r}.")
-    elif name in rules:
-      accepts, expected = rules[name]
-      if not accepts(value):
-        raise ConfigError(f"train_eval.{name} must be {expected}, got "
+    elif name == "reexport":
+      if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"train_eval.reexport must be True or False, got "
                           f"{value!r}.")
+  declarations.check_values(settings, {"datasets": data_lib.names(),
+                                       "models": models_lib.names()})
   get = settings.get
   # Boundaries are only used when given in the unit that is not overridden.
   if get("lr_decay_steps") is None and get("train_steps") is None:
@@ -219,10 +112,63 @@ def check_settings(settings: dict) -> None:
                         f"{replicas} replicas in sync, got {settings[name]}.")
 
 
+def _bindings(family: str) -> dict:
+  """gin's bindings of configurable `family` ({} if it is not one)."""
+  try:
+    return gin.get_bindings(family)
+  except ValueError:
+    return {}
+
+
+def with_constructor_bindings(settings: dict) -> dict:
+  """`settings` with the gin bindings of the constructor arguments they set.
+
+  A setting declared with `passes_to` is passed to that constructor
+  explicitly, which would silently override a binding of the argument itself
+  (`WeightNet.hidden_units = (50,)` under `train_eval.weight_net_hidden_units`).
+  Such a binding is refused, naming the setting to bind instead. A setting
+  declared `old_spelling` (the fast modes, once bound as
+  `MetaWeightModel.meta_interval`) reads that binding as its value, checked
+  the same, unless `train_eval.<name>` is bound to another value too.
+
+  Raises:
+    ConfigError: one line naming the binding to change.
+  """
+  out = dict(settings)
+  explicit = _bindings("train_eval")
+  for s in declarations.SETTINGS:
+    family, _, argument = s.passes_to.partition(".")
+    if not family or argument not in _bindings(family):
+      continue
+    value, new = _bindings(family)[argument], f"train_eval.{s.name}"
+    if not s.old_spelling:
+      raise ConfigError(f"{s.passes_to} is set by {new}; bind {new} = "
+                        f"{value!r} instead.")
+    declarations.check_value(s, value, binding=f"{s.passes_to} (now "
+                             f"{new})")
+    current = out.get(s.name, s.default)
+    if (s.name in explicit or current != s.default) and current != value:
+      raise ConfigError(f"{s.passes_to} = {value!r} and {new} = "
+                        f"{current!r} disagree; bind {new} only.")
+    out[s.name] = value
+  return out
+
+
+def binding_of(name: str) -> str:
+  """How the user bound setting `name`: `train_eval.<name>`, or its old
+  spelling (`MetaWeightModel.<argument>`) if only that one is bound."""
+  s = declarations.by_name()[name]
+  family, _, argument = s.passes_to.partition(".")
+  if (s.old_spelling and argument in _bindings(family) and
+      name not in _bindings("train_eval")):
+    return s.passes_to
+  return f"train_eval.{name}"
+
+
 def check_boundaries(boundaries: Sequence[int], total_steps: int,
                      lr_decay_steps) -> None:
   """Step boundaries (from epochs: rounded) within the run, increasing."""
-  if boundaries and not (_increasing(boundaries) and boundaries[0] >= 1 and
+  if boundaries and not (declarations.increasing(boundaries) and boundaries[0] >= 1 and
                          boundaries[-1] <= total_steps):
     name = "lr_decay_steps" if lr_decay_steps is not None else (
         "lr_decay_epochs")
@@ -362,23 +308,39 @@ def lr_schedule(learning_rate: float, boundaries: Sequence[int],
       [int(b) - 1 for b in boundaries], values)
 
 
-def build_model(splits, *, model: str, method: str,
-                weight_net_hidden_units: Sequence[int], normalize_weights: str,
-                weight_decay: float, meta_weight_decay: float):
-  """The classifier `model` for `splits`, wrapped in a `MetaWeightModel`.
+def build_model(splits, settings: dict):
+  """The classifier `settings["model"]` for `splits`, wrapped in a
+  `MetaWeightModel` with V; both take the settings declared `passes_to`
+  them (`runner.declarations`).
 
-  Call inside the strategy's scope. Other `MetaWeightModel` settings
+  Call inside the strategy's scope. `MetaWeightModel`'s other arguments
   (virtual_step, sync_batchnorm) come from its own gin bindings.
+
+  Raises:
+    ConfigError: the builder or `MetaWeightModel` refused a setting; the
+      line names the binding to change.
   """
+  model = settings["model"]
+  family = models_lib.binding_family(model)
   try:
     classifier = models_lib.get(model, splits.num_classes, splits.image_shape)
   except (ValueError, FileNotFoundError, TypeError, KeyError) as e:
     # Keras' own errors name its layer arguments, not the builder's binding.
     raise ConfigError(f"model {model!r}: "
-                      f"{name_the_bindings(model, e, qualify=False)}") from e
-  weight_net = WeightNet(hidden_units=tuple(weight_net_hidden_units),
-                         dtype=classifier.dtype_policy)
-  return MetaWeightModel(classifier, weight_net, method=method,
-                         normalize_weights=normalize_weights,
-                         weight_decay=weight_decay,
-                         meta_weight_decay=meta_weight_decay)
+                      f"{name_the_bindings(family, e, qualify=False)}") from e
+  weight_net = WeightNet(
+      **declarations.constructor_arguments("WeightNet", settings),
+      dtype=classifier.dtype_policy)
+  arguments = declarations.constructor_arguments("MetaWeightModel", settings)
+  try:
+    return MetaWeightModel(classifier, weight_net, **arguments)
+  except ValueError as e:
+    # Its messages start with the argument: "virtual_layers must be ...".
+    # gin appends "In call to configurable" lines: the first line is it.
+    line = str(e).splitlines()[0] if str(e) else ""
+    for argument, setting in declarations.passed_to(
+        "MetaWeightModel").items():
+      if line.startswith(f"{argument} "):
+        raise ConfigError(f"{binding_of(setting.name)}"
+                          f"{line[len(argument):]}") from e
+    raise

@@ -1,4 +1,4 @@
-"""The experiment runner: one gin-configurable `train_eval` (issue 4).
+"""The experiment runner: one gin-configurable `train_eval`.
 
     results = train_eval("runs/quickstart", strategy)   # settings from gin
 
@@ -38,15 +38,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mwn_tf.analysis import figures
-from mwn_tf.analysis import samples as samples_lib
+from mwn_tf.errors import ConfigError
 from mwn_tf.runner import checkpointing
+from mwn_tf.runner import declarations
 from mwn_tf.runner import epochs as epochs_lib
 from mwn_tf.runner import monitor as monitor_lib
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
 from mwn_tf.runner import stopping
-from mwn_tf.runner.settings import ConfigError
+from mwn_tf.shared import figures
+from mwn_tf.shared import samples as samples_lib
 
 
 @gin.configurable("train_eval", module="mwn_tf",
@@ -80,6 +81,9 @@ def train_eval(
     meta_momentum: float = 0.9,
     meta_nesterov: bool = False,
     meta_weight_decay: float = 1e-4,
+    # Fast modes of the meta step (the defaults: the exact step).
+    meta_interval: int = 1,
+    virtual_layers: Optional[int] = None,
     # Engineering.
     jit_compile="auto",
     steps_per_execution: int = 1,
@@ -109,53 +113,10 @@ def train_eval(
       its scope; batch sizes are GLOBAL.
     reexport: if the run already finished, write its final files and
       exports again (`python -m mwn_tf.main --reexport`).
-    method: "mwn" (Algorithm 1) or "baseline" (plain training on the same
-      data, model and schedule: every weight 1, no meta step).
-    dataset: a `mwn_tf.data` name (digits, cifar10, cifar100, clothing1m,
-      npz); its settings are bound on the loader, e.g.
-      `cifar10.noise_rate = 0.4`.
-    model: a `mwn_tf.models` name (resnet32, wrn28_10, resnet50, mlp,
-      small_cnn); settings bound on the builder, e.g. `resnet50.weights_path`.
-    seed: THE seed: meta split, noise, long tail (it overrides the loader's
-      own `seed` binding), initialisation, data order and augmentation.
-    epochs: epochs of training (ignored if `train_steps` is set).
-    train_steps: total classifier steps (WRN script: 20000); the last epoch
-      may be partial.
-    batch_size, meta_batch_size: global train and meta batch sizes.
-    learning_rate, momentum, nesterov: classifier SGD (rate > 0, momentum
-      in [0, 1)).
-    weight_decay: classifier L2, PyTorch-style (added to the gradient).
-    lr_decay_epochs: increasing epochs in (0, epochs] (0-based, may be
-      fractional) from which the learning rate is multiplied by
-      `lr_decay_factor` once more.
-    lr_decay_steps: the same in steps, in [1, total steps]; overrides
-      `lr_decay_epochs`.
-    lr_decay_factor: the multiplier, in (0, 1] (0.1).
-    weight_net_hidden_units: hidden widths of V (the paper: (100,)).
-    normalize_weights: "sum" (w / Σw) or "none" (Σ w·L / n, MW-Net.py).
-    meta_optimizer: "adam" or "sgd" for V.
-    meta_learning_rate, meta_momentum, meta_nesterov: V's optimiser
-      (momentum and nesterov are for "sgd").
-    meta_weight_decay: V's L2, PyTorch-style.
-    jit_compile: XLA for the train step ("auto": Keras decides, on GPU/TPU).
-    steps_per_execution: train steps per `tf.function` call.
-    deterministic: `tf.config.experimental.enable_op_determinism()`.
-    eval_batch_size: batch for the test split and the per-sample pass.
-    eval_every_n_epochs: test-set evaluation interval in epochs; the last
-      epoch is always evaluated. Epochs in between record no test accuracy.
-    checkpoint_every_n_steps: step checkpoint interval (0: epoch ends only);
-      a kill loses at most this many steps.
-    max_checkpoints_to_keep: older checkpoints are deleted.
-    summary_every_n_steps: TensorBoard step scalars interval (0: epochs).
-    sample_every_n_epochs: per-sample weight pass interval (0: last only).
-    curve_max_loss: the weighting curve covers losses in [0, this].
-    export: write the SavedModels at the end.
-    verbose: the console: 0 (nothing but absl INFO lines), 1 (one line
-      per epoch under a live progress bar), 2 (one line per epoch, and a
-      progress line every `progress_every_n_seconds` inside an epoch),
-      "auto" (1 on a terminal, else 2).
-    progress_every_n_seconds: interval of the progress lines of
-      `verbose=2` (0: none).
+    The keyword arguments: the settings, each declared once (type,
+      default, accepted values, meaning) in `runner.declarations`, which
+      `--help` lists; the defaults here are the paper's and equal those
+      declared (tests/runner/test_declarations.py).
 
   Returns:
     The results dict also written to `model_dir/results.json`.
@@ -169,8 +130,10 @@ def train_eval(
       it stopped at was written.
     run_dir.WriteError: a write into model_dir failed (disk full, ...).
   """
-  # Settings: every argument, as passed, before anything is loaded or written.
-  settings = dict(locals())
+  # Settings: every argument, as passed (and the old spellings of the fast
+  # modes, `MetaWeightModel.meta_interval`), before anything is loaded or
+  # written.
+  settings = settings_lib.with_constructor_bindings(dict(locals()))
   settings_lib.check_settings(settings)
   strategy = strategy or tf.distribute.get_strategy()
   if deterministic:
@@ -265,7 +228,7 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
           "realised_noise_rate_measured_on":
               data_summary["realised_noise_rate_measured_on"]}, {
               "data": data_summary, "hparams": hparams,
-              "settings": _resolved(s)})
+              "settings": declarations.resolved(s)})
 
   def write_operative_config():
     text = gin.operative_config_str()
@@ -335,12 +298,14 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
 def bound_settings() -> dict:
   """`train_eval`'s keyword arguments as gin will pass them: the defaults,
   overridden by the current bindings (so a CLI can check them before it
-  creates model_dir or starts devices)."""
+  creates model_dir or starts devices); raises `ConfigError` on a binding
+  of a constructor argument that a setting sets
+  (`settings.with_constructor_bindings`)."""
   params = inspect.signature(train_eval.__wrapped__).parameters
   settings = {name: p.default for name, p in params.items()
               if p.kind is inspect.Parameter.KEYWORD_ONLY}
   settings.update(gin.get_bindings(train_eval))
-  return settings
+  return settings_lib.with_constructor_bindings(settings)
 
 
 def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
@@ -385,12 +350,7 @@ def _finished_results(model_dir: str, export: bool) -> Optional[dict]:
 def _build(splits, plan: settings_lib.StepPlan, s: dict):
   """The compiled `MetaWeightModel` of settings `s`, and whether its
   classifier learning rate is constant (no decay boundaries)."""
-  meta_model = settings_lib.build_model(
-      splits, model=s["model"], method=s["method"],
-      weight_net_hidden_units=s["weight_net_hidden_units"],
-      normalize_weights=s["normalize_weights"],
-      weight_decay=s["weight_decay"],
-      meta_weight_decay=s["meta_weight_decay"])
+  meta_model = settings_lib.build_model(splits, s)
   schedule = settings_lib.lr_schedule(s["learning_rate"], plan.boundaries,
                                       s["lr_decay_factor"])
   meta_model.compile(
@@ -476,19 +436,6 @@ def _results(out: run_dir.Writer, meta_model, state, plan, export: bool,
       "error": error, "model_dir": out.model_dir, "files": out.files,
       "exports": out.exports if finished and export else {},
       **tail, **(extra or {}), "history": history})
-
-
-def _resolved(settings: dict) -> dict:
-  """Every `train_eval` keyword argument's value, as JSON (results.json's
-  `settings`: what analysis reads instead of parsing gin text)."""
-  def plain(v):
-    if isinstance(v, (list, tuple)):
-      return [plain(x) for x in v]
-    if isinstance(v, np.generic):
-      return v.item()
-    return v
-  return {k: plain(v) for k, v in settings.items()
-          if k not in ("model_dir", "strategy", "reexport")}
 
 
 def _final_weights(samples: dict) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mwn_tf.analysis import figures
+from mwn_tf.shared import figures
 from mwn_tf.analysis import report
 
 import test_analyze

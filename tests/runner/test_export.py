@@ -95,27 +95,6 @@ def test_clean_stale_restores_an_export_moved_aside(nets, tmp_path):
   tf.saved_model.load(path)
 
 
-def test_write_file_atomically(tmp_path):
-  path = str(tmp_path / "results.json")
-  export.write_file_atomically(path, "one")
-  export.write_file_atomically(path, b"two")
-  assert open(path).read() == "two"
-  assert os.listdir(tmp_path) == ["results.json"]
-
-
-def test_remove_stale_files_takes_only_killed_atomic_writes(tmp_path):
-  export.write_file_atomically(str(tmp_path / "results.json"), "done")
-  for name in ("results.json.tmp-0123abcd", "curve.csv.tmp-89abcdef"):
-    (tmp_path / name).write_text("half")
-  for name in ("notes.tmp-later.txt", "a.tmp-0123abcd.bak"):  # not ours
-    (tmp_path / name).write_text("keep")
-  (tmp_path / "classifier.tmp-0123abcd").mkdir()  # an export's: clean_stale
-  export.remove_stale_files(str(tmp_path))
-  assert sorted(os.listdir(tmp_path)) == [
-      "a.tmp-0123abcd.bak", "classifier.tmp-0123abcd", "notes.tmp-later.txt",
-      "results.json"]
-
-
 # ------------------------------------------------------ raw-image signatures --
 # The exports are loaded by plain TensorFlow in a fresh process, as a serving
 # system would: no mwn_tf import, no Keras objects of this process.

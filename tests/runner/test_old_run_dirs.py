@@ -34,6 +34,7 @@ from helpers import SMOKE
 from helpers import assert_matches_reference
 from helpers import rerun
 from mwn_tf.runner import checkpointing
+from mwn_tf.runner import declarations
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings
 
@@ -61,9 +62,9 @@ def test_an_old_checkpoint_restores_the_models_for_reading():
   restore them (not the optimizers) from the newest checkpoint."""
   gin.parse_config_file(SMOKE)
   splits = settings.load_data("digits", 0)
-  meta_model = settings.build_model(
-      splits, model="mlp", method="mwn", weight_net_hidden_units=(8,),
-      normalize_weights="sum", weight_decay=5e-4, meta_weight_decay=1e-4)
+  meta_model = settings.build_model(splits, {
+      **{s.name: s.default for s in declarations.SETTINGS}, "model": "mlp",
+      "method": "mwn", "weight_net_hidden_units": (8,)})
   path = run_dir.latest_checkpoint(OLD)
   assert path.endswith("ckpt-74")
   checkpointing.restore_models(meta_model, path)

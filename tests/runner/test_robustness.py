@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from mwn_tf import data as data_lib
 from mwn_tf import main
+from mwn_tf.runner import declarations
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
 from mwn_tf.runner import train_eval as train_eval_lib
@@ -462,6 +463,14 @@ BAD_SETTINGS = [
      " must be a finite number >= 0"),
     ("progress_every_n_seconds", INF, {}, "train_eval.progress_every_n_"
      "seconds must be a finite number >= 0"),
+    ("eval_every_n_epochs", 0, {}, "train_eval.eval_every_n_epochs must be "
+     "an integer >= 1"),
+    ("meta_interval", 0, {}, "train_eval.meta_interval must be an integer "
+     ">= 1 (1: the exact step), got 0."),
+    ("meta_interval", 2.0, {}, "train_eval.meta_interval must be an integer"),
+    ("virtual_layers", -1, {}, "train_eval.virtual_layers must be None (every "
+     "layer: the exact step) or an integer >= 1, got -1."),
+    ("virtual_layers", 0, {}, "train_eval.virtual_layers must be None"),
 ]
 
 
@@ -537,12 +546,17 @@ ACCEPTED = {
     "curve_max_loss": [1e-3], "export": [False],
     "verbose": [0, 1, 2, "auto"], "reexport": [True, False],
     "progress_every_n_seconds": [0, 0.001, 60],
+    "eval_every_n_epochs": [1, 7], "meta_interval": [1, 5],
+    "virtual_layers": [None, 1, 3],
 }
 
 
 def test_the_accepted_edge_values_pass():
   assert set(ACCEPTED) == {row[0] for row in BAD_SETTINGS} - {
       "model_dir", "strategy"}
+  # Every declared setting is tried here.
+  assert set(ACCEPTED) == {s.name for s in declarations.SETTINGS} | {
+      "reexport"}
   for name, values in ACCEPTED.items():
     for value in values:
       settings_lib.check_settings({"epochs": 1, "train_steps": 2, name: value})

@@ -79,3 +79,24 @@ def test_readers(tmp_path):
   assert [n for n, _ in found] == ["b", "run1", "run2"]
   assert [run_dir.read_results(p)["n"] for _, p in found] == [
       "b", "a/run1", "a/run2"]
+
+
+def test_write_file_atomically(tmp_path):
+  path = str(tmp_path / "results.json")
+  run_dir.write_file_atomically(path, "one")
+  run_dir.write_file_atomically(path, b"two")
+  assert open(path).read() == "two"
+  assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_remove_stale_files_takes_only_killed_atomic_writes(tmp_path):
+  run_dir.write_file_atomically(str(tmp_path / "results.json"), "done")
+  for name in ("results.json.tmp-0123abcd", "curve.csv.tmp-89abcdef"):
+    (tmp_path / name).write_text("half")
+  for name in ("notes.tmp-later.txt", "a.tmp-0123abcd.bak"):  # not ours
+    (tmp_path / name).write_text("keep")
+  (tmp_path / "classifier.tmp-0123abcd").mkdir()  # an export's: clean_stale
+  run_dir.remove_stale_files(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == [
+      "a.tmp-0123abcd.bak", "classifier.tmp-0123abcd", "notes.tmp-later.txt",
+      "results.json"]

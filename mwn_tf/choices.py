@@ -1,0 +1,15 @@
+"""The named choices of the algorithm's settings, importing nothing.
+
+`MetaWeightModel` checks its arguments against them and the runner's setting
+declarations (`runner.declarations`, read by `--help` without TensorFlow)
+list them, so each list is written once, here.
+"""
+
+# train_eval.method / MetaWeightModel(method=...).
+METHODS = ("mwn", "baseline")
+# How V's weights become loss coefficients (see `meta_model.loss_coefficients`).
+NORMALIZATIONS = ("none", "sum")
+# MetaWeightModel(virtual_step=...): all-reduced ("global") or per replica.
+VIRTUAL_STEPS = ("global", "local")
+# train_eval.meta_optimizer: V's optimiser.
+META_OPTIMIZERS = ("adam", "sgd")
