@@ -21,7 +21,7 @@ Three tables come out:
 
 With --figures=DIR, one PNG per (dataset, corruption, level) in DIR: test
 accuracy per epoch of each method, mean over seeds with their range
-(`mwn_tf.analysis.figures.accuracy_curves`), from the runs' histories.
+(`mwn_tf.shared.figures.accuracy_curves`), from the runs' histories.
 
 The method is the run's `method` with its fast-mode options (from
 RUN/operative_config.gin): `mwn` (exact), `mwn+last1+interval2`
@@ -46,16 +46,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mwn_tf.runner import run_dir  # noqa: E402
 
 
-def fast_mode(operative_config: str) -> str:
-  """"+last<k>+interval<m>" for the fast-mode bindings in a gin config text
-  ("" for the exact step)."""
+def fast_mode(operative_config: str = "", settings: Optional[dict] = None
+              ) -> str:
+  """"+last<k>+interval<m>" for a run's fast-mode settings ("" for the
+  exact step): results.json's `settings` (train_eval.virtual_layers and
+  meta_interval), else the bindings in its operative gin config (runs made
+  before those were train_eval settings bound MetaWeightModel.*)."""
   found = {}
+  for key in ("virtual_layers", "meta_interval"):
+    if settings and key in settings:
+      found[key] = str(settings[key])
   for line in operative_config.splitlines():
     key, _, value = line.partition("=")
     key, value = key.strip(), value.strip()
     if key in ("MetaWeightModel.virtual_layers",
-               "MetaWeightModel.meta_interval"):
-      found[key.rsplit(".", 1)[1]] = value
+               "MetaWeightModel.meta_interval", "train_eval.virtual_layers",
+               "train_eval.meta_interval"):
+      found.setdefault(key.rsplit(".", 1)[1], value)
   suffix = ""
   if found.get("virtual_layers", "None") not in ("None", ""):
     suffix += f"+last{found['virtual_layers']}"
@@ -64,13 +71,18 @@ def fast_mode(operative_config: str) -> str:
   return suffix
 
 
-def run_extras(model_dir: str, method: str) -> dict:
-  """Method label (with fast mode) and detection metrics of one run folder."""
+def run_extras(model_dir: str, method: str,
+               settings: Optional[dict] = None) -> dict:
+  """Method label (with fast mode) and detection metrics of one run folder;
+  `settings` is its results.json's."""
   out = {"label": method, "auroc": None, "precision": None, "recall": None}
   config = os.path.join(model_dir, run_dir.OPERATIVE_CONFIG)
-  if method != "baseline" and os.path.isfile(config):
-    with open(config) as f:
-      out["label"] = method + fast_mode(f.read())
+  if method != "baseline":
+    text = ""
+    if os.path.isfile(config):
+      with open(config) as f:
+        text = f.read()
+    out["label"] = method + fast_mode(text, settings)
   report = os.path.join(model_dir, "analysis", "detection.json")
   if os.path.isfile(report):
     with open(report) as f:
@@ -229,7 +241,7 @@ def accuracy_figures(rows, out_dir: str) -> list:
   # Imported here: the tables need no matplotlib (nor TensorFlow, which the
   # analysis package loads: keep its start-up lines off the console).
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from mwn_tf.analysis import figures  # pylint: disable=g-import-not-at-top
+  from mwn_tf.shared import figures  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   groups = {}
   for r in rows:
@@ -262,8 +274,10 @@ def collect(roots, metric: str = "both", rows_out: Optional[list] = None
   rows, problems = [], []
   for name, path in run_dir.find_results(roots):
     try:
-      row = describe(run_dir.read_results(path))
-      row.update(run_extras(os.path.dirname(path), row["method"]))
+      result = run_dir.read_results(path)
+      row = describe(result)
+      row.update(run_extras(os.path.dirname(path), row["method"],
+                            result.get("settings")))
     except (OSError, ValueError, TypeError, AttributeError) as e:
       problems.append(f"- {path}: unreadable ({e})")
       continue

@@ -25,8 +25,8 @@
 #   SWEEP_DIR [runs/sweep_TABLE]: run folders SWEEP_DIR/<config>/<method>/seed<s>
 #   METHODS ["mwn baseline"]  SEEDS ["0"] (fmnist presets: see above)
 #     A method is baseline, mwn, or mwn+ the fast-mode tokens of
-#     `python -m mwn_tf.bench`: last<k> (MetaWeightModel.virtual_layers = k)
-#     and interval<k> (MetaWeightModel.meta_interval = k), e.g.
+#     `python -m mwn_tf.bench`: last<k> (train_eval.virtual_layers = k)
+#     and interval<k> (train_eval.meta_interval = k), e.g.
 #     mwn+last1+interval2; the run folder is named after it.
 #   FMNIST_FAST [""]: a fast mode to add to the fmnist table, e.g. mwn+last2
 #   JOBS [1]: runs at a time (e.g. 2 on a 2-core machine for small models)
@@ -113,9 +113,9 @@ method_params() {  # METHOD -> its --gin_param flags, one per line
       [[ "$token" == mwn || "$token" == baseline ]] || return 1
       echo "train_eval.method = '$token'"
     elif [[ "$1" == mwn+* && "$token" =~ ^last([0-9]+)$ ]]; then
-      echo "MetaWeightModel.virtual_layers = ${BASH_REMATCH[1]}"
+      echo "train_eval.virtual_layers = ${BASH_REMATCH[1]}"
     elif [[ "$1" == mwn+* && "$token" =~ ^interval([0-9]+)$ ]]; then
-      echo "MetaWeightModel.meta_interval = ${BASH_REMATCH[1]}"
+      echo "train_eval.meta_interval = ${BASH_REMATCH[1]}"
     else
       return 1
     fi

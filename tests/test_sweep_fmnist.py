@@ -42,9 +42,9 @@ def test_fmnist_dry_run_is_the_readme_table(fast):
         assert f"--gin_file=gin/fashion_mnist_{setting}.gin" in line
         assert f"train_eval.seed\\ =\\ {seed}" in line
         if method == "mwn+last2":
-          assert "MetaWeightModel.virtual_layers\\ =\\ 2" in line
+          assert "train_eval.virtual_layers\\ =\\ 2" in line
         else:
-          assert "MetaWeightModel" not in line
+          assert "virtual_layers" not in line
           assert f"train_eval.method\\ =\\ \\'{method}\\'" in line
 
 
@@ -172,6 +172,13 @@ def test_fast_mode_label():
       "MetaWeightModel.virtual_layers = None\n") == "+interval5"
   assert collect_results.fast_mode(
       "MetaWeightModel.virtual_layers = 2\n") == "+last2"
+  # Runs made since the fast modes are train_eval settings: results.json.
+  assert collect_results.fast_mode("", {"virtual_layers": 2,
+                                        "meta_interval": 1}) == "+last2"
+  assert collect_results.fast_mode("", {"virtual_layers": None,
+                                        "meta_interval": 5}) == "+interval5"
+  assert collect_results.fast_mode(
+      "train_eval.meta_interval = 2\n") == "+interval2"
 
 
 def test_accuracy_figures_one_per_setting(tmp_path):
