@@ -1,6 +1,7 @@
 """The package's floors: every import between its parts points down.
 
-  1  mwn_tf.errors, mwn_tf.choices        import nothing of the package
+  1  mwn_tf.errors, mwn_tf.choices, mwn_tf.console (the entry points'
+     quiet console)                      import nothing of the package
   2  the model stack: data, models, weight_net, replicas, fast_step,
      meta_model (the algorithm)
   3  mwn_tf.shared: what the runner and the analysis both use (the
@@ -27,7 +28,7 @@ from helpers import REPO
 PACKAGE = os.path.join(REPO, "mwn_tf")
 
 FLOORS = {
-    "mwn_tf.errors": 1, "mwn_tf.choices": 1,
+    "mwn_tf.errors": 1, "mwn_tf.choices": 1, "mwn_tf.console": 1,
     "mwn_tf.data": 2, "mwn_tf.models": 2, "mwn_tf.weight_net": 2,
     "mwn_tf.replicas": 2, "mwn_tf.fast_step": 2, "mwn_tf.meta_model": 2,
     "mwn_tf.shared": 3,
