@@ -26,6 +26,7 @@ from mwn_tf import models as models_lib
 from mwn_tf.meta_model import METHODS
 from mwn_tf.meta_model import NORMALIZATIONS
 from mwn_tf.meta_model import MetaWeightModel
+from mwn_tf.runner.collapse import ACTIONS as COLLAPSE_ACTIONS
 from mwn_tf.weight_net import WeightNet
 
 META_OPTIMIZERS = ("adam", "sgd")
@@ -148,6 +149,10 @@ _RULES = {
     "export": _BOOL,
     "verbose": _choice_rule((0, 1, 2, "auto")),
     "reexport": _BOOL,
+    "collapse_ess_threshold": (lambda v: _is_number(v) and 0 <= v <= 1,
+                               "a number in [0, 1] (0: never warn)"),
+    "collapse_window_steps": _int_rule(1),
+    "on_weight_collapse": _choice_rule(COLLAPSE_ACTIONS),
     "progress_every_n_seconds": (
         lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
         "a finite number >= 0 (0: no progress lines)"),
