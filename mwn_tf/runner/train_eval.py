@@ -96,8 +96,8 @@ def train_eval(
     verbose="auto",
     progress_every_n_seconds: float = 60.0,
     # The guard against collapsed sample weights (runner/collapse.py).
-    collapse_ess_threshold: float = 0.5,
-    collapse_window_steps: int = 100,
+    collapse_ess_threshold: float = 0.35,
+    collapse_window_steps: int = 50,
     on_weight_collapse: str = "warn") -> dict:
   """Trains a classifier with Meta-Weight-Net (or the baseline) and evaluates.
 

@@ -462,6 +462,12 @@ BAD_SETTINGS = [
      " must be a finite number >= 0"),
     ("progress_every_n_seconds", INF, {}, "train_eval.progress_every_n_"
      "seconds must be a finite number >= 0"),
+    ("collapse_ess_threshold", 1.5, {}, "train_eval.collapse_ess_threshold "
+     "must be a number in [0, 1]"),
+    ("collapse_window_steps", 0, {}, "train_eval.collapse_window_steps must "
+     "be an integer >= 1"),
+    ("on_weight_collapse", "halt", {}, "train_eval.on_weight_collapse must "
+     "be one of 'warn', 'stop', 'reset_v'"),
 ]
 
 
@@ -537,6 +543,8 @@ ACCEPTED = {
     "curve_max_loss": [1e-3], "export": [False],
     "verbose": [0, 1, 2, "auto"], "reexport": [True, False],
     "progress_every_n_seconds": [0, 0.001, 60],
+    "collapse_ess_threshold": [0, 0.5, 1], "collapse_window_steps": [1],
+    "on_weight_collapse": ["warn", "stop", "reset_v"],
 }
 
 
