@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from absl import logging
 import keras
 import numpy as np
+import tensorflow as tf
 
 ACTIONS = ("warn", "stop", "reset_v")
 # Optimizer variables a reset keeps: the rate, and a loss scale (float16).
@@ -81,7 +82,9 @@ class CollapseGuard(keras.callbacks.Callback):
   def _metric_state(self):
     """(Σ ESS, count) of the weight_ess metric, over all replicas."""
     metric = next(m for m in self.model.metrics if m.name == "weight_ess")
-    total, count = (float(keras.ops.convert_to_numpy(v.value))
+    # tf.convert_to_tensor: under a strategy the variables are on-read
+    # (summed over replicas when read here), which NumPy cannot read.
+    total, count = (float(tf.convert_to_tensor(v.value))
                     for v in metric.variables)
     return total, count
 
