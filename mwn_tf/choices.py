@@ -13,3 +13,5 @@ NORMALIZATIONS = ("none", "sum")
 VIRTUAL_STEPS = ("global", "local")
 # train_eval.meta_optimizer: V's optimiser.
 META_OPTIMIZERS = ("adam", "sgd")
+# What the weight-collapse guard does when it fires (runner/collapse.py).
+COLLAPSE_ACTIONS = ("warn", "stop", "reset_v")

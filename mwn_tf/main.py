@@ -13,7 +13,8 @@ inside long epochs); `-v 0` (absl's --verbosity) brings back TensorFlow's and
 absl's own log lines. `--help` lists every setting and the exit statuses
 (mwn_tf/runner/exit_codes.py): 0 done, 1 NaN/Inf, 2 bad configuration or
 model_dir in use by another run, 3 stopped by SIGTERM/SIGINT with a
-checkpoint, 4 a write failed (disk full); one line on stderr for each.
+checkpoint, 4 a write failed (disk full), 5 stopped on collapsed sample
+weights with a checkpoint; one line on stderr for each.
 """
 
 import difflib
@@ -269,7 +270,8 @@ def main(argv):
   with console.native_stderr_filtered(loud()):
     # pylint: disable=g-import-not-at-top
     import tensorflow as tf
-    from mwn_tf.runner import checkpointing, run_dir, settings, stopping
+    from mwn_tf.runner import checkpointing, collapse, run_dir, settings
+    from mwn_tf.runner import stopping
     from mwn_tf.runner import strategy, train_eval
     # pylint: enable=g-import-not-at-top
     tf.config.list_physical_devices()  # Where CUDA's start-up errors come.
@@ -310,6 +312,9 @@ def main(argv):
     # The first line: gin appends "In call to configurable" to it.
     print(f"mwn_tf.main: {_first_line(e)}", file=sys.stderr, flush=True)
     sys.exit(exit_codes.STOPPED)
+  except collapse.WeightCollapse as e:
+    print(f"mwn_tf.main: {_first_line(e)}", file=sys.stderr, flush=True)
+    sys.exit(exit_codes.COLLAPSED)
   except run_dir.WriteError as e:
     _fail(_config_message(e), exit_codes.WRITE_FAILED)
   except KeyboardInterrupt:

@@ -63,6 +63,8 @@ from mwn_tf.replicas import global_results
 from mwn_tf.replicas import num_replicas
 from mwn_tf.replicas import replica_local
 from mwn_tf.replicas import replica_mean
+from mwn_tf.sample_weights import effective_sample_size
+from mwn_tf.sample_weights import loss_coefficients
 from mwn_tf.weight_net import WeightNet
 
 
@@ -78,28 +80,6 @@ def per_sample_loss(labels, logits):
   """
   return keras.ops.sparse_categorical_crossentropy(
       labels, logits, from_logits=True)
-
-
-def loss_coefficients(weights, mode, total=cross_replica_sum):
-  """Per-sample coefficients c such that the weighted loss is Σ_i c_i L_i.
-
-  By default sums run over the GLOBAL batch (all replicas), so N replicas
-  compute the same coefficients as one device with the same global batch.
-
-  Args:
-    weights: `[batch]` outputs of V on this replica's samples.
-    mode: "none" (c = w / n) or "sum" (c = w / Σw; Σw = 0 leaves w as is,
-      as the official code does).
-    total: How a per-replica sum becomes the normaliser: `cross_replica_sum`
-      (global batch) or `replica_local` (this replica's samples only).
-
-  Returns:
-    `[batch]` coefficients.
-  """
-  if mode == "none":
-    return weights / total(tf.cast(tf.shape(weights)[0], weights.dtype))
-  norm = total(tf.reduce_sum(weights))
-  return weights / tf.where(tf.equal(norm, 0.0), tf.ones_like(norm), norm)
 
 
 def _unpack_batch(batch, where):
@@ -276,6 +256,8 @@ class MetaWeightModel(keras.Model):
         "weight_mean": keras.metrics.Mean(name="weight_mean"),
         "weight_clean": keras.metrics.Mean(name="weight_clean"),
         "weight_noisy": keras.metrics.Mean(name="weight_noisy"),
+        # Per step, the global batch's (sample_weights.effective_sample_size).
+        "weight_ess": keras.metrics.Mean(name="weight_ess"),
     }
     # Both sub-models are built, so this model is too; marking it spares
     # fit() a symbolic build that would not understand (train, meta) pairs.
@@ -325,12 +307,14 @@ class MetaWeightModel(keras.Model):
   def checkpoint_items(self) -> dict:
     """`tf.train.Checkpoint` items: `classifier`, `weight_net` (variable
     lists: Keras 3 models are not tracked by attribute), `metrics` (every
-    train metric's variables, in a fixed order) and, once compiled,
+    train metric's variables, in a fixed order), `ess_metric` (`weight_ess`'s,
+    added later: old runs' checkpoints lack it) and, once compiled,
     `optimizer` and (MW-Net) `meta_optimizer`. Old runs use these keys."""
     items = {"classifier": list(self.classifier.variables),
              "weight_net": list(self.weight_net.variables),
-             "metrics": [v for m in self._train_metrics.values()
-                         for v in m.variables]}
+             "metrics": [v for k, m in self._train_metrics.items()
+                         if k != "weight_ess" for v in m.variables],
+             "ess_metric": list(self._train_metrics["weight_ess"].variables)}
     if self.compiled:
       items["optimizer"] = self.optimizer
       if self.method == "mwn":
@@ -384,7 +368,7 @@ class MetaWeightModel(keras.Model):
   def metrics(self):
     names = ["loss", "weighted_loss", "accuracy"]
     if self.method == "mwn":
-      names += ["meta_loss", "meta_accuracy", "weight_mean"]
+      names += ["meta_loss", "meta_accuracy", "weight_mean", "weight_ess"]
       if self._noise_flag_seen:
         names += ["weight_clean", "weight_noisy"]
     return [self._train_metrics[n] for n in names]
@@ -562,6 +546,7 @@ class MetaWeightModel(keras.Model):
   def _update_weight_metrics(self, weights, noisy):
     m = self._train_metrics
     m["weight_mean"].update_state(weights)
+    m["weight_ess"].update_state(effective_sample_size(weights))
     if noisy is not None:
       noisy = tf.cast(noisy, weights.dtype)
       m["weight_clean"].update_state(weights, sample_weight=1.0 - noisy)

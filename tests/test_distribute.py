@@ -88,6 +88,7 @@ def test_mirrored_matches_one_device_on_the_global_batch(mirrored, mode,
                                rtol=1e-5, err_msg=key)
   assert set(case["distributed_logs"]) == set(case["reference_logs"])
   assert "weight_noisy" in case["distributed_logs"]
+  assert "weight_ess" in case["distributed_logs"]  # the global batch's ESS
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ the same, so they keep resuming):
   meta_optimizer  V's optimizer (MW-Net only)
   metrics         the train metrics' variables (a mid-epoch resume continues
                   the epoch's running means)
+  ess_metric      the `weight_ess` metric's (added later; a checkpoint
+                  without it restores, that metric restarting at 0)
   run             `RunState`: epochs done, wall time, history, a fingerprint
                   of the data, the gin config
 
@@ -106,11 +108,20 @@ class RunState:
     self.wall_time.assign(self.elapsed())
 
 
-def make_checkpoint(meta_model, state: RunState) -> tf.train.Checkpoint:
+# Keys added after runs were written: a checkpoint may lack them.
+ADDED_KEYS = ("ess_metric",)
+
+
+def make_checkpoint(meta_model, state: RunState,
+                    legacy: bool = False) -> tf.train.Checkpoint:
   """Everything a resumed run needs, as one `tf.train.Checkpoint` (the keys
-  of the module docstring). Call after `meta_model.compile`."""
-  return tf.train.Checkpoint(**meta_model.checkpoint_items(),
-                             run=state.checkpoint_items())
+  of the module docstring). Call after `meta_model.compile`. `legacy`: the
+  same objects without `ADDED_KEYS`, to restore checkpoints made before
+  them (`restore`'s `legacy`)."""
+  items = meta_model.checkpoint_items()
+  if legacy:
+    items = {k: v for k, v in items.items() if k not in ADDED_KEYS}
+  return tf.train.Checkpoint(**items, run=state.checkpoint_items())
 
 
 def restore_models(meta_model, path: str) -> None:
@@ -131,7 +142,7 @@ def restore_models(meta_model, path: str) -> None:
 
 
 def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
-            max_to_keep: int):
+            max_to_keep: int, legacy: Optional[tf.train.Checkpoint] = None):
   """Restores the newest readable checkpoint of model_dir.
 
   The checkpoint state file is only a hint: every `ckpt-<n>` with an index
@@ -153,6 +164,8 @@ def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
     model_dir: the run's folder.
     save_dir: where this process saves (`run_dir.Writer.save_dir`).
     max_to_keep: older checkpoints are deleted (1 in a scratch folder).
+    legacy: `make_checkpoint(..., legacy=True)`: restored instead of
+      `checkpoint` from a file that lacks `ADDED_KEYS` (an older run's).
 
   Returns:
     (the manager to save with, the restored path or None).
@@ -168,7 +181,9 @@ def restore(checkpoint: tf.train.Checkpoint, model_dir: str, save_dir: str,
   for path in candidates:
     try:
       readable(path)
-      checkpoint.restore(path).assert_existing_objects_matched()
+      reader = checkpoint if legacy is None or _has_added_keys(path) else (
+          legacy)
+      reader.restore(path).assert_existing_objects_matched()
       restored = path
       break
     except Exception as e:  # pylint: disable=broad-except
@@ -394,6 +409,12 @@ class Checkpointer(keras.callbacks.Callback):
     self._last_saved = step
     logging.debug("Saved checkpoint %s", path)  # absl -v 1 shows them.
     return path
+
+
+def _has_added_keys(path: str) -> bool:
+  names = [name for name, _ in tf.train.list_variables(path)]
+  return all(any(n.startswith(key + "/") for n in names)
+             for key in ADDED_KEYS)
 
 
 def describe_checkpoint(manager: tf.train.CheckpointManager) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from mwn_tf.choices import COLLAPSE_ACTIONS
 from mwn_tf.choices import META_OPTIMIZERS
 from mwn_tf.choices import METHODS
 from mwn_tf.choices import NORMALIZATIONS
@@ -274,6 +275,21 @@ SETTINGS = (
             "a finite number >= 0 (0: no progress lines)",
             group=_ENGINEERING,
             help="interval of the progress lines of `verbose=2` (0: none)."),
+    # The guard against collapsed sample weights (runner/collapse.py).
+    Setting("collapse_ess_threshold", "float", 0.35,
+            lambda v: _is_number(v) and 0 <= v <= 1,
+            "a number in [0, 1] (0: never warn)", group=_ENGINEERING,
+            help="MW-Net: one warning line (and results.json's "
+            "`weight_collapse`) when the mean effective sample size of the "
+            "weights, (Σw)² / (n·Σw²) per batch, stays below this over "
+            "`collapse_window_steps` steps (0: never)."),
+    Setting("collapse_window_steps", "int", 50, **_int_at_least(1),
+            group=_ENGINEERING, help="the window of that mean, in steps."),
+    Setting("on_weight_collapse", "str", "warn",
+            **_one_of(COLLAPSE_ACTIONS), group=_ENGINEERING,
+            help="what the guard then does: \"warn\" (nothing more), "
+            "\"stop\" (checkpoint, exit status 5) or \"reset_v\" "
+            "(re-initialise V and its optimizer state, train on)."),
 )
 
 # `train_eval` arguments that are not gin settings (denylisted there).

@@ -11,6 +11,7 @@ NONFINITE = 1
 CONFIG = 2
 STOPPED = 3
 WRITE_FAILED = 4
+COLLAPSED = 5
 
 MEANINGS = {
     DONE: "done: trained, evaluated, results (and exports) written, or the "
@@ -28,6 +29,10 @@ MEANINGS = {
                   "(disk full, quota, permissions): the line names the path "
                   "and the free space; the last good checkpoint is kept, so "
                   "free space and rerun the same command",
+    COLLAPSED: "stopped because the sample weights collapsed "
+               "(train_eval.on_weight_collapse = 'stop'), after writing a "
+               "checkpoint: the line says what to change; rerun with it and "
+               "the same --model_dir to continue",
 }
 
 

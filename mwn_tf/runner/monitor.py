@@ -38,6 +38,7 @@ SCALAR_TAGS = {
     "weight_mean": "train/weight_mean",
     "weight_clean": "train/weight_clean",
     "weight_noisy": "train/weight_noisy",
+    "weight_ess": "train/weight_ess",
     "meta_loss": "meta/loss",
     "meta_accuracy": "meta/accuracy",
 }

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from mwn_tf.errors import ConfigError
 from mwn_tf.runner import checkpointing
+from mwn_tf.runner import collapse
 from mwn_tf.runner import declarations
 from mwn_tf.runner import epochs as epochs_lib
 from mwn_tf.runner import monitor as monitor_lib
@@ -97,7 +98,11 @@ def train_eval(
     curve_max_loss: float = 10.0,
     export: bool = True,
     verbose="auto",
-    progress_every_n_seconds: float = 60.0) -> dict:
+    progress_every_n_seconds: float = 60.0,
+    # The guard against collapsed sample weights (runner/collapse.py).
+    collapse_ess_threshold: float = 0.35,
+    collapse_window_steps: int = 50,
+    on_weight_collapse: str = "warn") -> dict:
   """Trains a classifier with Meta-Weight-Net (or the baseline) and evaluates.
 
   Resumes from the newest checkpoint in `model_dir` if there is one. A run
@@ -185,7 +190,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
   with strategy.scope():
     checkpoint = checkpointing.make_checkpoint(meta_model, state)
     manager, restored = checkpointing.restore(
-        checkpoint, model_dir, out.save_dir, s["max_checkpoints_to_keep"])
+        checkpoint, model_dir, out.save_dir, s["max_checkpoints_to_keep"],
+        legacy=checkpointing.make_checkpoint(meta_model, state, legacy=True))
     if restored:
       # A constant learning rate lives in an optimizer variable and was just
       # overwritten by the checkpoint's; the config decides, as for the rest.
@@ -220,8 +226,9 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
   if not restored:
     monitor_lib.write_run_header(writer, hparams, data_summary,
                                  run_dir.trial_id(model_dir))
+  guard = _guard(s, manager, restored, model_dir)
   results = functools.partial(
-      _results, out, meta_model, state, plan, export, {
+      _results, out, meta_model, state, plan, export, guard, {
           "method": method, "dataset": s["dataset"], "model": s["model"],
           "seed": int(s["seed"]),
           "realised_noise_rate": data_summary["realised_noise_rate"],
@@ -265,7 +272,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
         eval_every_n_epochs=s["eval_every_n_epochs"],
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
                              s["checkpoint_every_n_steps"], signals,
-                             mid_epoch=skip > 0, console=console),
+                             mid_epoch=skip > 0, console=console,
+                             guard=guard),
         # `console` shows the progress and the epoch lines, not Keras.
         verbose=0)
     stop = signals.requested()
@@ -279,6 +287,10 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
     raise
   except stopping.Stopped:
     writer.flush()
+    raise
+  except collapse.WeightCollapse as e:
+    writer.flush()
+    results(False, error=str(e))
     raise
 
   # Final files: what the final model does on the training split.
@@ -308,12 +320,37 @@ def bound_settings() -> dict:
   return settings_lib.with_constructor_bindings(settings)
 
 
+def _guard(s: dict, manager, restored, model_dir: str):
+  """The weight-collapse guard of settings `s` (MW-Net only, else None);
+  a resumed run keeps the collapse its results.json recorded."""
+  if s["method"] != "mwn" or not s["collapse_ess_threshold"]:
+    return None
+
+  def checkpoint_now(step: int):
+    if manager.latest_checkpoint != os.path.join(manager.directory,
+                                                 f"ckpt-{step}"):
+      manager.save(checkpoint_number=step)
+
+  guard = collapse.CollapseGuard(
+      s["collapse_ess_threshold"], s["collapse_window_steps"],
+      s["on_weight_collapse"], checkpoint_now)
+  if restored:
+    try:
+      guard.restore(run_dir.read_results(model_dir).get("weight_collapse"))
+    except (OSError, ValueError):
+      pass  # no readable results.json: nothing was recorded
+  return guard
+
+
 def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
-               signals: stopping.SignalStop, mid_epoch: bool, console) -> list:
+               signals: stopping.SignalStop, mid_epoch: bool, console,
+               guard=None) -> list:
   """NaN guard, monitor, checkpointer: in this order, so a bad step is never
   recorded or saved, and a stop on a signal saves what was recorded; then
-  the console's progress."""
-  metric_variables = meta_model.checkpoint_items()["metrics"]
+  the weight-collapse guard (a stop reuses the checkpointer's save) and the
+  console's progress."""
+  items = meta_model.checkpoint_items()
+  metric_variables = items["metrics"] + items["ess_metric"]
   return [
       checkpointing.NonFiniteGuard(
           lambda: checkpointing.describe_checkpoint(manager),
@@ -325,8 +362,7 @@ def _callbacks(meta_model, state, manager, monitor, plan, every_n_steps: int,
           metric_variables,
           # Mid-epoch: the epoch's running means continue from the checkpoint.
           [np.asarray(v) for v in metric_variables] if mid_epoch else None,
-          signals.requested),
-      console]
+          signals.requested)] + ([guard] if guard else []) + [console]
 
 
 def _finished_results(model_dir: str, export: bool) -> Optional[dict]:
@@ -416,7 +452,7 @@ def summarize(history: list) -> dict:
 
 
 def _results(out: run_dir.Writer, meta_model, state, plan, export: bool,
-             head: dict, tail: dict, finished: bool,
+             guard, head: dict, tail: dict, finished: bool,
              error: Optional[str] = None, extra: Optional[dict] = None):
   """Writes (on the chief) and returns the run's results.json content."""
   history = state.history
@@ -435,6 +471,7 @@ def _results(out: run_dir.Writer, meta_model, state, plan, export: bool,
                   "wall_time_s": round(state.session_elapsed(), 3)},
       "error": error, "model_dir": out.model_dir, "files": out.files,
       "exports": out.exports if finished and export else {},
+      **(guard.results() if guard else {}),
       **tail, **(extra or {}), "history": history})
 
 

@@ -471,6 +471,12 @@ BAD_SETTINGS = [
     ("virtual_layers", -1, {}, "train_eval.virtual_layers must be None (every "
      "layer: the exact step) or an integer >= 1, got -1."),
     ("virtual_layers", 0, {}, "train_eval.virtual_layers must be None"),
+    ("collapse_ess_threshold", 1.5, {}, "train_eval.collapse_ess_threshold "
+     "must be a number in [0, 1]"),
+    ("collapse_window_steps", 0, {}, "train_eval.collapse_window_steps must "
+     "be an integer >= 1"),
+    ("on_weight_collapse", "halt", {}, "train_eval.on_weight_collapse must "
+     "be one of 'warn', 'stop', 'reset_v'"),
 ]
 
 
@@ -548,6 +554,8 @@ ACCEPTED = {
     "progress_every_n_seconds": [0, 0.001, 60],
     "eval_every_n_epochs": [1, 7], "meta_interval": [1, 5],
     "virtual_layers": [None, 1, 3],
+    "collapse_ess_threshold": [0, 0.5, 1], "collapse_window_steps": [1],
+    "on_weight_collapse": ["warn", "stop", "reset_v"],
 }
 
 
