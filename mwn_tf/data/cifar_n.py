@@ -164,7 +164,8 @@ def _splits(name: str, num_classes: int, *, label_set: str, data_dir,
       sample_names=splits_lib.SampleNames(f"tfds {builder.name}", "train"),
       raw_images=splits_lib.RawImages(shape=(32, 32, 3), dtype="uint8",
                                       encoded=False,
-                                      description=preprocessing.CIFAR_EVAL))
+                                      description=preprocessing.CIFAR_EVAL,
+                                      pixel_max=255))
   logging.info("Dataset %s: %s", name, data.summary(include_matrix=False))
   return data
 

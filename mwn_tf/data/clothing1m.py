@@ -403,4 +403,5 @@ def clothing1m(data_dir: Optional[str] = None,
       raw_images=splits_lib.RawImages(
           shape=(None, None, 3), dtype="uint8", encoded=True,
           description=preprocessing.resnet_eval_description(image_size,
-                                                            resize_size)))
+                                                            resize_size),
+          pixel_max=255))

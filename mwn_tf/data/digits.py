@@ -60,7 +60,8 @@ def digits(num_meta: int = 100, noise_type: str = "none",
       noise_rate=noise_rate, imbalance_factor=imbalance_factor, seed=seed,
       augment=False, train_fn=_scale, eval_fn=_scale,
       image_shape=(8, 8, 1), preprocessing=(
-          "uint8 pixels 0-16 (scikit-learn's load_digits) -> pixel / 16"), train_source_index=train_pos,
+          "uint8 pixels 0-16 (scikit-learn's load_digits) -> pixel / 16"),
+      pixel_max=16, train_source_index=train_pos,
       test_source_index=test_pos, class_names=[str(d) for d in range(10)],
       config={"test_size": int(test_size)},
       # `index` counts load_digits()'s 1797 samples (train and test alike).

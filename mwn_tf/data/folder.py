@@ -509,6 +509,7 @@ def folder(train_dir: Optional[str] = None, meta_dir: Optional[str] = None,
           files=_file_names(arrays["train"], train_dir)),
       raw_images=splits_lib.RawImages(
           shape=(None, None, channels), dtype="uint8", encoded=True,
-          description=describe(image_size, channels, mean, std)))
+          description=describe(image_size, channels, mean, std),
+          pixel_max=255))
   logging.info("Dataset folder: %s", data.summary(include_matrix=False))
   return data

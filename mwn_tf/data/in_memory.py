@@ -23,7 +23,8 @@ def from_arrays(name: str, *, train_images: np.ndarray,
                 class_names: Optional[list] = None,
                 config: Optional[dict] = None,
                 sample_names: Optional[splits_lib.SampleNames] = None,
-                review: Optional[review_lib.Review] = None
+                review: Optional[review_lib.Review] = None,
+                pixel_max: Optional[float] = None
                 ) -> splits_lib.DataSplits:
   """Meta split, long tail and noise (see `corruption.prepare`), then sources.
 
@@ -56,6 +57,8 @@ def from_arrays(name: str, *, train_images: np.ndarray,
       the new class as both observed and clean label (the person's
       correction replaces the source's label and any injected noise). The
       meta and test sets are unchanged; `summary()["review"]` counts it.
+    pixel_max: the raw value of a white pixel (`splits.RawImages`); None:
+      255 for uint8 images, unknown for others.
 
   Returns:
     DataSplits with `arrays` holding the numpy labels/indices per split.
@@ -115,9 +118,17 @@ def from_arrays(name: str, *, train_images: np.ndarray,
       raw_images=splits_lib.RawImages(
           shape=tuple(int(d) for d in train_images.shape[1:]),
           dtype=np.dtype(train_images.dtype).name, encoded=False,
-          description=preprocessing))
+          description=preprocessing, pixel_max=_pixel_max(pixel_max,
+                                                          train_images)))
   logging.info("Dataset %s: %s", name, data.summary(include_matrix=False))
   return data
+
+
+def _pixel_max(pixel_max: Optional[float],
+               images: np.ndarray) -> Optional[float]:
+  if pixel_max is not None:
+    return float(pixel_max)
+  return 255.0 if images.dtype == np.uint8 else None
 
 
 def default_num_meta(num_classes: int, imbalance_factor: float,

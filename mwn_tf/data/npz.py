@@ -172,7 +172,7 @@ def npz(path: Optional[str] = None, num_meta: Optional[int] = None,
                      f"with mean {_rounded(mean)} and std {_rounded(std)} "
                      f"(x_train's)" if standardize else
                      f"pixel / {scale:g}"),
-      class_names=class_names, review=review,
+      class_names=class_names, review=review, pixel_max=scale,
       sample_names=splits_lib.SampleNames(f"npz {os.fspath(path)}",
                                           "x_train"),
       config={"path": os.fspath(path), "standardize": bool(standardize),

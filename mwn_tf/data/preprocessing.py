@@ -81,6 +81,28 @@ def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
   return tf.image.resize(image, new_hw, method="bilinear", antialias=True)
 
 
+def resize_centre_crop(images: tf.Tensor, height: int,
+                       width: int) -> tf.Tensor:
+  """Resizes to cover height x width and keeps the centre: for a square
+  target, `resize_shorter_side` followed by a centre crop, as the
+  variable-size datasets' evaluation does (bilinear, antialiased).
+
+  Args:
+    images: float32 [b, h, w, C].
+    height, width: the size wanted.
+
+  Returns:
+    float32 [b, height, width, C].
+  """
+  size = tf.constant([height, width], tf.int32)
+  shape = tf.cast(tf.shape(images)[1:3], tf.float32)
+  scale = tf.reduce_max(tf.cast(size, tf.float32) / shape)
+  new_hw = tf.maximum(tf.cast(tf.math.ceil(shape * scale), tf.int32), size)
+  images = tf.image.resize(images, new_hw, method="bilinear", antialias=True)
+  top, left = tf.unstack((new_hw - size) // 2)
+  return images[:, top:top + height, left:left + width, :]
+
+
 def resnet_train(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int = 224,
                  resize_size: int = 256) -> tf.Tensor:
   """Standard ResNet-50 train transform for Clothing1M.

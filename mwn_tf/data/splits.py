@@ -216,11 +216,16 @@ class RawImages:
     encoded: the sources hold encoded files (JPEG); `eval_fn` then takes the
       encoded bytes (scalar string) or the decoded uint8 pixels [h, w, C].
     description: what `eval_fn` does, in words (written into exports).
+    pixel_max: the raw value of a white pixel (255 for uint8 photographs, 16
+      for digits, 1.0 for an npz of floats in [0, 1]): exports rescale
+      decoded JPEG/PNG pixels (0-255) to it. None: unknown, so an export of
+      a dataset that is not `encoded` takes no encoded files.
   """
   shape: tuple
   dtype: str
   encoded: bool
   description: str
+  pixel_max: Optional[float] = None
 
 
 @dataclasses.dataclass

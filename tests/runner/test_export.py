@@ -211,7 +211,10 @@ def test_digits_raw_pixel_signature_matches_the_in_memory_model(tmp_path):
     metadata = json.load(f)
   assert metadata["signatures"]["serve_images"]["dtype"] == "uint8"
   assert metadata["signatures"]["serve_images"]["shape"] == [None, 8, 8, 1]
-  assert "serve_bytes" not in metadata["signatures"]
+  # A PNG or JPEG of a digit is taken too, its 0-255 pixels scaled to 0-16.
+  assert metadata["signatures"]["serve_bytes"]["dtype"] == "string"
+  assert "0-255 scaled to the dataset's 0-16" in (
+      metadata["signatures"]["serve_bytes"]["meaning"])
 
 
 def test_npz_raw_pixels_are_standardised_inside_the_export(tmp_path):
@@ -236,6 +239,134 @@ def test_npz_raw_pixels_are_standardised_inside_the_export(tmp_path):
   out["top_class"] = out["top_class"].astype(str)
   _assert_labelled(out, expected, ["cat", "dog", "owl"])
   assert "(x_train's)" in loaded.metadata()["preprocessing"].numpy().decode()
+
+
+# ------------------------------------------- images as a user would post them --
+def _by_hand(images, height, width):
+  """[n, h, w] uint8 or float -> [n, height, width]: what a user's own resize
+  would send (shorter side, bilinear antialiased, centre crop, rounded)."""
+  h, w = images.shape[1:3]
+  scale = max(height / h, width / w)
+  new = (max(int(np.ceil(h * scale)), height), max(int(np.ceil(w * scale)),
+                                                    width))
+  out = tf.image.resize(images[..., None].astype(np.float32), new,
+                        antialias=True).numpy()[..., 0]
+  top, left = (new[0] - height) // 2, (new[1] - width) // 2
+  out = out[:, top:top + height, left:left + width]
+  if images.dtype == np.uint8:
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+  return out.astype(images.dtype)
+
+
+def _check_posted_images(export_dir, raw, pixel_max):
+  """The grey export at `export_dir`, loaded afresh, takes what a user
+  posts. `raw`: [n, H, W] test images in the dataset's dtype and range
+  (0-`pixel_max`). Returns (the loaded model, serve_images(raw))."""
+  keras.backend.clear_session()
+  model = tf.saved_model.load(export_dir)
+  n, height, width = raw.shape
+
+  def probs(signature, images):
+    return getattr(model, signature)(images)["probabilities"].numpy()
+
+  base = probs("serve_images", raw[..., None])
+  # The comparisons below can fail: the outputs depend on the image.
+  assert np.ptp(base, axis=0).max() > 1e-3
+  # No channel axis: the same images.
+  np.testing.assert_array_equal(probs("serve_images", raw), base)
+  # Colour images are converted as tf.image.rgb_to_grayscale converts them.
+  rgb = np.stack([raw, raw[::-1], np.roll(raw, 1, 0)], -1)
+  np.testing.assert_array_equal(
+      probs("serve_images", rgb),
+      probs("serve_images", tf.image.rgb_to_grayscale(rgb).numpy()))
+  if np.issubdtype(raw.dtype, np.integer):
+    # Its weights sum to 0.9999: integer grey pixels come back unchanged
+    # (floats come back * 0.9999).
+    np.testing.assert_array_equal(
+        probs("serve_images", np.repeat(raw[..., None], 3, -1)), base)
+  # Bigger images (square, and wider: centre-cropped) are resized as the
+  # user would resize them by hand.
+  rng = np.random.default_rng(3)
+  for size in [(3 * height, 3 * width), (2 * height, 3 * width)]:
+    big = (rng.random((n,) + size) * pixel_max).astype(raw.dtype)
+    np.testing.assert_allclose(probs("serve_images", big),
+                               probs("serve_images",
+                                     _by_hand(big, height, width)),
+                               rtol=1e-5, atol=1e-6)
+  # PNG files of the images, in 0-255: decoded and scaled back to the
+  # dataset's range, they are the same images.
+  integer = np.issubdtype(raw.dtype, np.integer)
+  pixels = raw.astype(np.float64) * 255 / pixel_max
+  pngs = tf.stack([tf.io.encode_png(p[..., None]) for p in
+                   np.round(pixels).astype(np.uint8)])
+  got = probs("serve_bytes", pngs)
+  if integer:  # Every level survives round(v * 255 / max) and back.
+    np.testing.assert_array_equal(got, base)
+  else:  # 8-bit PNG: the floats are quantised to 1/255.
+    quantised = (np.round(pixels) / 255 * pixel_max).astype(raw.dtype)
+    np.testing.assert_allclose(got, probs("serve_images", quantised),
+                               rtol=1e-5, atol=1e-6)
+  # Anything else: one line saying what is taken.
+  for bad in (raw[0], raw[..., None, None], np.stack([raw, raw], -1)):
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+      model.serve_images(bad)
+    shape = " ".join(str(d) for d in bad.shape)
+    assert re.search(
+        r"serve_images takes \w+ images \[b, H, W, C\] with C 1 or 3, or "
+        rf"\[b, H, W\] \(this model: \[b, {height}, {width}, 1\]; other "
+        r"sizes are resized, the other channel count is converted\); got "
+        rf"shape\] \[{shape}\]", error.value.message), error.value.message
+  return model, base
+
+
+def test_digits_export_takes_posted_images_and_pngs(tmp_path):
+  splits = mwn_tf.data.get("digits")
+  keras.utils.set_random_seed(4)
+  classifier = models.get("small_cnn", num_classes=10, input_shape=(8, 8, 1))
+  path = export.export_classifier(classifier, str(tmp_path / "classifier"),
+                                  data=splits)
+  test_index = splits.arrays["test"]["index"][:32]
+  raw = sk_datasets.load_digits().images[test_index].astype(np.uint8)
+  assert raw.max() == 16
+  # The 17 levels 0-16 make the round trip through 0-255 exactly.
+  levels = np.arange(17)
+  assert (np.round(np.round(levels * 255 / 16) * 16 / 255) == levels).all()
+  model, base = _check_posted_images(path, raw, 16)
+  # Pixels off those 17 levels (any PNG) go to the nearest level.
+  posted = np.random.default_rng(5).integers(0, 256, raw.shape + (1,),
+                                             np.uint8)
+  nearest = np.round(posted.astype(np.float64) * 16 / 255).astype(np.uint8)
+  np.testing.assert_array_equal(
+      model.serve_bytes(tf.stack([tf.io.encode_png(p) for p in posted]))[
+          "probabilities"].numpy(),
+      model.serve_images(nearest)["probabilities"].numpy())
+  assert base.shape == (32, 10)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_npz_grey_export_takes_posted_images_and_pngs(tmp_path, dtype):
+  rng = np.random.default_rng(0)
+  top = 255 if dtype == "uint8" else 1.0  # npz floats are taken as 0-1.
+
+  def images(n):  # [n, 28, 28]: no channel axis, as MNIST-like sets ship.
+    return (rng.random((n, 28, 28)) * top).astype(dtype)
+
+  path = str(tmp_path / "mine.npz")
+  np.savez(path, x_train=images(60), y_train=np.arange(60) % 3,
+           x_test=images(12), y_test=np.arange(12) % 3)
+  splits = mwn_tf.data.get("npz", path=path, num_meta=6)
+  assert splits.raw_images.pixel_max == top
+  keras.utils.set_random_seed(7)
+  classifier = models.get("small_cnn", num_classes=3,
+                          input_shape=(28, 28, 1))
+  export_dir = export.export_classifier(
+      classifier, str(tmp_path / "classifier"), data=splits)
+  raw = np.load(path)["x_test"]
+  _, base = _check_posted_images(export_dir, raw, top)
+  test = _collect(splits.test(12))
+  np.testing.assert_allclose(base[test["index"]],
+                             _probabilities(classifier, test["image"]),
+                             rtol=1e-5, atol=1e-6)
 
 
 def _sklearn_jpeg_crops():
