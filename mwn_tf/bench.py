@@ -1,4 +1,4 @@
-r"""Step-time benchmark of MW-Net's modes against the plain step (issue 6).
+r"""Step-time benchmark of MW-Net's modes against the plain step.
 
 The command line of `mwn_tf.benchmark` (one module per task: step_time,
 accuracy, passes, convs; the modes in modes.py).
@@ -136,7 +136,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  # No C++ start-up lines, no CUDA errors on CPU machines (issue 15).
+  # No C++ start-up lines, no CUDA errors on CPU machines.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import tensorflow as _tf  # pylint: disable=g-import-not-at-top
   # Building one model per mode retraces Keras' step function once each,

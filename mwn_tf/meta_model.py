@@ -36,7 +36,7 @@ exactly once. Two things are per replica unless asked otherwise:
   * `virtual_step="local"` (cheaper) keeps stages 1-2 on each replica's own
     samples; see `MetaWeightModel`.
 
-Speed (issue 6; measured in docs/speed.md): the exact step above costs two
+Speed (measured in docs/speed.md): the exact step above costs two
 forward passes, three backward passes (stage 1, the meta batch, stage 3) and
 one second-order pass, which runs forward through the network like a JVP
 (∂L_meta/∂c_i = −α ∇θL_i · ∇θ̂L_meta is a per-sample directional
@@ -143,7 +143,7 @@ class MetaWeightModel(keras.Model):
   weight normalisation". `"none"` stays available for MW-Net.py's ResNet-32
   setup.
 
-  Distributed training (issue 5): build this model, `compile()` it (both
+  Distributed training: build this model, `compile()` it (both
   optimizers) and restore checkpoints inside `strategy.scope()`, and feed
   each replica global_batch / N samples. With `virtual_step="global"` (the
   default) N replicas take exactly the step one device takes on the global

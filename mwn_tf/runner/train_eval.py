@@ -1,4 +1,4 @@
-"""The experiment runner: one gin-configurable `train_eval` (issue 4).
+"""The experiment runner: one gin-configurable `train_eval`.
 
     results = train_eval("runs/quickstart", strategy)   # settings from gin
 

@@ -1,4 +1,4 @@
-"""Recovery that loses no more than it must (issue 16), through the real entry
+"""Recovery that loses no more than it must, through the real entry
 point in subprocesses: a lost or garbled checkpoint state file, a truncated
 newest checkpoint, two runs on one model_dir, SIGTERM / SIGINT, a full disk,
 and settings refused up front.
