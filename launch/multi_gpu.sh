@@ -19,7 +19,7 @@
 #   --gin_param="MetaWeightModel.sync_batchnorm = True"
 # and the cheaper, non-exact meta step is
 #   --gin_param="MetaWeightModel.virtual_step = 'local'"
-# (see README, "Several devices"). XLA: the runner's jit_compile="auto" lets
+# (see docs/distributed.md). XLA: the runner's jit_compile="auto" lets
 # Keras decide; Keras turns XLA off under tf.distribute.
 #
 # MODEL_DIR defaults to runs/<gin stem>. Rerun the same command to resume.

@@ -103,8 +103,9 @@ from mwn_tf.analysis.detection import TRAIN_COMMAND
 # ----------------------------------------------------------------------------
 def _existing(kind: str):
   def check(value):
-    return value is None or (os.path.isdir(value) if kind == "dir"
-                             else os.path.isfile(value))
+    # A gs://... run is looked for later, through tf.io.gfile.
+    return value is None or "://" in value or (
+        os.path.isdir(value) if kind == "dir" else os.path.isfile(value))
   return check
 
 
@@ -161,7 +162,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         message=f"--{name} must name an existing "
         f"{'folder' if kind == 'dir' else 'file'}.")
   flags.register_validator(
-      "ablation_dirs", lambda ds: all(os.path.isdir(d) for d in ds),
+      "ablation_dirs", lambda ds: all(_existing("dir")(d) for d in ds),
       flag_values=fv, message="every --ablation_dirs entry must be an existing run folder.")
 
 

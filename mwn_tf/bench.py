@@ -1,4 +1,4 @@
-r"""Step-time benchmark of MW-Net's modes against the plain step (issue 6).
+r"""Step-time benchmark of MW-Net's modes against the plain step.
 
 The command line of `mwn_tf.benchmark` (one module per task: step_time,
 accuracy, passes, convs; the modes in modes.py).

@@ -1,4 +1,4 @@
-"""Speed options of the Meta-Weight-Net step (issue 6), as small helpers.
+"""Speed options of the Meta-Weight-Net step, as small helpers.
 
 `MetaWeightModel.train_step` (mwn_tf/meta_model.py) uses these for:
 

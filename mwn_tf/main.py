@@ -35,7 +35,9 @@ from mwn_tf.runner import exit_codes
 from mwn_tf.runner import usage
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), in order; "
-                          "relative paths are also looked up from the repo.")
+                          "a relative path not found from the working "
+                          "folder is looked up in the checkout, then in the "
+                          "installed package's gin/ files.")
 flags.DEFINE_multi_string("gin_param", [], "Gin binding(s), applied after "
                           "the files, e.g. \"train_eval.method = 'baseline'\".")
 flags.DEFINE_string("model_dir", None, "Output and checkpoint folder "
@@ -51,6 +53,15 @@ flags.DEFINE_boolean("reexport", False, "If the run already finished, write "
 FLAGS = flags.FLAGS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# Where a relative --gin_file or gin `include` ("gin/quickstart.gin") is
+# looked up after the working folder: the checkout this package runs from
+# (or `pip install -e .`), or else the installed package, which
+# pyproject.toml ships the gin files in (gin/*.gin as mwn_tf/gin/*.gin).
+# Only folders that have gin/: gin logs an error line for every search path
+# that lacks the file.
+GIN_SEARCH_PATHS = tuple(d for d in (_REPO, _PACKAGE)
+                         if os.path.isdir(os.path.join(d, "gin")))
 EXIT_NONFINITE, EXIT_CONFIG = exit_codes.NONFINITE, exit_codes.CONFIG
 EXIT_CODES = tuple(sorted(exit_codes.MEANINGS.items()))
 
@@ -147,7 +158,9 @@ def _line_of(path: str, e: Exception) -> str:
   # one-token input first ("malformed node or string on line 1").
   numbers = re.findall(r"line (\d+)", str(e))
   number = int(numbers[-1]) if numbers else 0
-  for candidate in (path, os.path.join(_REPO, path)):  # As gin looks it up.
+  # As gin looks it up.
+  for candidate in (path,) + tuple(os.path.join(d, path)
+                                   for d in GIN_SEARCH_PATHS):
     try:
       with open(candidate, encoding="utf-8") as f:
         lines = f.read().splitlines()
@@ -176,9 +189,11 @@ def _gin_error(source: str, e: Exception, binding: str = "") -> str:
 
 @functools.lru_cache(maxsize=None)
 def _search_the_repo() -> None:
-  """Once per process: relative --gin_file paths are also looked up from the
-  repository (gin keeps its search paths across `gin.clear_config`)."""
-  gin.add_config_file_search_path(_REPO)
+  """Once per process: relative --gin_file paths are also looked up in
+  `GIN_SEARCH_PATHS` (gin keeps its search paths across
+  `gin.clear_config`)."""
+  for directory in GIN_SEARCH_PATHS:
+    gin.add_config_file_search_path(directory)
 
 
 def parse_gin(gin_files, gin_params, after_files=None) -> None:

@@ -36,7 +36,7 @@ exactly once. Two things are per replica unless asked otherwise:
   * `virtual_step="local"` (cheaper) keeps stages 1-2 on each replica's own
     samples; see `MetaWeightModel`.
 
-Speed (issue 6; measured in README "Speed"): the exact step above costs two
+Speed (measured in docs/speed.md): the exact step above costs two
 forward passes, three backward passes (stage 1, the meta batch, stage 3) and
 one second-order pass, which runs forward through the network like a JVP
 (∂L_meta/∂c_i = −α ∇θL_i · ∇θ̂L_meta is a per-sample directional
@@ -118,10 +118,11 @@ class MetaWeightModel(keras.Model):
   all weights to ≈1 and stops telling samples apart. Dividing by Σw removes
   that scale, leaving only the relative weighting to learn; the official WRN
   and class-imbalance scripts (the paper's headline tables) do this. Measured
-  on digits at 40% and 60% uniform noise: see README "Choice of weight
-  normalisation". `"none"` stays available for MW-Net.py's ResNet-32 setup.
+  on digits at 40% and 60% uniform noise: see docs/algorithm.md, "Choice of
+  weight normalisation". `"none"` stays available for MW-Net.py's ResNet-32
+  setup.
 
-  Distributed training (issue 5): build this model, `compile()` it (both
+  Distributed training: build this model, `compile()` it (both
   optimizers) and restore checkpoints inside `strategy.scope()`, and feed
   each replica global_batch / N samples. With `virtual_step="global"` (the
   default) N replicas take exactly the step one device takes on the global
@@ -157,13 +158,13 @@ class MetaWeightModel(keras.Model):
     meta_interval: k >= 1. Stages 1-2 (virtual step and V's update) run on
       steps 0, k, 2k, ... of the classifier optimizer; the other steps take
       the actual update with the current V (a plain step plus V's forward).
-      1 is the exact algorithm. A fast mode, see README "Speed".
+      1 is the exact algorithm. A fast mode, see docs/speed.md.
     virtual_layers: None (exact) or k >= 1: the virtual step moves only the
       trainable variables of the last k layers of `classifier.layers` that own
       any (k = 1: the logits layer of the registry's models); the other
       variables stay at θ in the meta forward, so the meta-gradient ignores
       how their virtual update depends on V, and the stage-1 and meta
-      backward passes stop at those layers. A fast mode, see README "Speed".
+      backward passes stop at those layers. A fast mode, see docs/speed.md.
     name: Keras name.
 
   Mixed precision: build the classifier with a mixed policy

@@ -373,7 +373,7 @@ def test_gin_example_end_to_end(tmp_path, real_jpegs):
   assert got["top_class"].shape == (2,)
   weight_net = tf.saved_model.load(str(model_dir / "export" / "weight_net"))
   assert weight_net.serve(tf.constant([0.5]))["weights"].shape == (1,)
-  # The README's next command: every training file ranked (no clean labels,
+  # docs/datasets.md's next command: every training file ranked (no clean labels,
   # so no detection scores).
   proc = subprocess.run(
       [sys.executable, "-m", "mwn_tf.analyze", f"--model_dir={model_dir}"],

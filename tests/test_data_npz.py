@@ -170,7 +170,8 @@ def test_hierarchical_without_superclass(tmp_path):
 
 @pytest.mark.slow
 def test_readme_npz_command(tmp_path, capsys):
-  """The README's `npz` row: smoke.gin on a user's own arrays, end to end."""
+  """docs/datasets.md's `npz` row: smoke.gin on a user's own arrays, end to
+  end."""
   path = str(tmp_path / "mine.npz")
   _write(path)
   model_dir = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""MetaWeightModel under MirroredStrategy on 2 logical CPU devices (issue 5).
+"""MetaWeightModel under MirroredStrategy on 2 logical CPU devices.
 
 What "equal" means. N replicas with the global batch split in halves must
 take the step one device takes on the whole global batch: same classifier

@@ -1,4 +1,4 @@
-"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 (issue 5).
+"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1.
 
 Each worker is this file run as a script with its own TF_CONFIG (loopback
 ports picked free just before the start), one CPU device each, so the

@@ -1,4 +1,4 @@
-"""The TPU path up to the strategy boundary, on CPU (issue 5).
+"""The TPU path up to the strategy boundary, on CPU.
 
 No TPU here, so: the step compiled by XLA (`jit_compile=True`, as TPUStrategy
 compiles every step) runs on CPU and matches the step without XLA; its graph

@@ -1,5 +1,5 @@
 """launch/epoch_time.py: the runner with timers around its parts (the epoch
-time split in README "Fashion-MNIST results"), end to end on gin/smoke.gin.
+time split in docs/fashion_mnist.md), end to end on gin/smoke.gin.
 Timings are not asserted, only that every part is accounted for."""
 
 import os

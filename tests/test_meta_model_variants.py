@@ -1,4 +1,4 @@
-"""Issue 6: the exact step's variants, the fast modes and mixed precision
+"""The exact step's variants, the fast modes and mixed precision
 (the benchmark harness's own tests: tests/benchmark/).
 
 * Every EXACT variant passes the exactness tests of tests/test_meta_model.py,

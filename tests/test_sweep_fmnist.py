@@ -1,6 +1,6 @@
 """launch/sweep.sh's Fashion-MNIST presets and the collector's details table:
-the dry run lists the README table's runs, a real shrunk sweep trains,
-analyses and collects, and fake runs check the table's arithmetic."""
+the dry run lists the runs of docs/fashion_mnist.md's table, a real shrunk
+sweep trains, analyses and collects, and fake runs check the table's arithmetic."""
 
 import json
 import os

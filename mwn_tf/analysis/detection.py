@@ -309,12 +309,14 @@ def format_report(report: dict) -> str:
   return "\n".join(lines)
 
 
-def _read_npz(path: str, keys: dict) -> tuple:
+def _read_npz(path: str, keys: dict, opened=None) -> tuple:
   """Reads the arrays of an .npz by role.
 
   Args:
     path: the file.
     keys: role -> accepted array names (the first present wins).
+    opened: None, or the file's contents as a binary file object (read
+      through tf.io.gfile by the caller when `path` is not local).
 
   Returns:
     (role -> array for the roles present, all array names in the file).
@@ -323,10 +325,10 @@ def _read_npz(path: str, keys: dict) -> tuple:
     AnalysisError: the file is missing, not an .npz archive, or an array in
       it cannot be read (truncated, corrupt, pickled objects).
   """
-  if not os.path.isfile(path):
+  if opened is None and not os.path.isfile(path):
     raise AnalysisError(f"Data file {path} does not exist.")
   try:
-    f = np.load(path, allow_pickle=False)
+    f = np.load(path if opened is None else opened, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise AnalysisError(f"{path} is not a readable .npz file "
                         f"({type(e).__name__}: {e}).") from e
@@ -420,9 +422,10 @@ def load_labelled_npz(path: str, image_shape: Sequence[Optional[int]],
   return out
 
 
-def load_samples(path: str) -> Samples:
-  """Reads a run's sample-weights .npz (`SAMPLE_KEYS` + `OPTIONAL_KEYS`)."""
+def load_samples(path: str, opened=None) -> Samples:
+  """Reads a run's sample-weights .npz (`SAMPLE_KEYS` + `OPTIONAL_KEYS`);
+  `opened`: see `_read_npz`."""
   keys = {k: (k,) for k in SAMPLE_KEYS + OPTIONAL_KEYS}
-  arrays, _ = _read_npz(path, keys)
+  arrays, _ = _read_npz(path, keys, opened)
   return samples_from_arrays(arrays, path)
 

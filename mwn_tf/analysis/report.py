@@ -20,7 +20,6 @@ from mwn_tf.analysis import suspects as suspects_lib
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import detection_report
 from mwn_tf.analysis.detection import load_labelled_npz
-from mwn_tf.analysis.detection import load_samples
 from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.analysis.detection import write_ranking
@@ -105,7 +104,7 @@ def _run_samples(files: sources.RunFiles, source: str, batch_size: int,
           f"{files.model_dir} has no {run_dir.SAMPLE_WEIGHTS}: "
           f"`{sources.TRAIN_COMMAND}` writes it when training ends "
           "(or use --source=checkpoint during training).")
-    return load_samples(files.samples), f"read from {files.samples}"
+    return sources.read_samples(files), f"read from {files.samples}"
   samples, where = sources.recompute_samples(files, source, batch_size,
                                              classifier_outputs)
   return samples, f"recomputed from {where}"
@@ -147,6 +146,11 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
     raise AnalysisError(f"source must be one of {SOURCES}, got {source!r}.")
   files = sources.find_run_files(model_dir)
   out_dir = out_dir or os.path.join(model_dir, "analysis")
+  if "://" in out_dir:
+    # Its files are written with local file functions (open, savefig).
+    raise AnalysisError(f"The analysis is written to a local folder, not "
+                        f"{out_dir}: give --out_dir (out_dir=...) a local "
+                        f"path for a run on {model_dir.split('://')[0]}://.")
   samples, where = _run_samples(files, source, batch_size, classifier_outputs)
   results = sources.read_results(files.results)
   nominal = sources.find_key(results, "noise_rate")

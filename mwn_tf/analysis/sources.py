@@ -11,9 +11,11 @@ training (`read_weight_variation`).
 """
 
 import ast
+import contextlib
 import csv
 import dataclasses
-import glob
+import functools
+import io
 import logging as std_logging
 import os
 import re
@@ -23,6 +25,8 @@ import numpy as np
 
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import CLASSIFIER_OUTPUTS
+from mwn_tf.analysis.detection import load_samples
+from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import TRAIN_COMMAND
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.runner import checkpointing
@@ -42,7 +46,7 @@ class Endpoint:
 
   def __init__(self, path: str, what: str, preferred_outputs: Sequence[str]):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
       where = (run_dir.CLASSIFIER_EXPORT if what == "classifier" else
                run_dir.WEIGHT_NET_EXPORT)
       raise AnalysisError(
@@ -178,41 +182,38 @@ class RunFiles:
 
 
 def find_run_files(model_dir: str) -> RunFiles:
-  """Locates a run's outputs where the runner writes them (`run_dir`).
+  """Locates a run's outputs where the runner writes them, through the
+  model_dir contract (`run_dir`: tf.io.gfile, so gs://... runs too).
 
   Only fixed places are searched (no recursive glob), so a folder that holds
   several runs is never mistaken for one of them.
   """
-  if not os.path.isdir(model_dir):
+  if not run_dir.is_run_folder(model_dir):
     raise AnalysisError(f"--model_dir {model_dir} is not a directory; point "
                         f"it at a run's folder, as written by "
                         f"`{TRAIN_COMMAND}`.")
-
-  def file(*parts):
-    path = os.path.join(model_dir, *parts)
-    return path if os.path.isfile(path) else None
-
-  def savedmodel(relative):
-    return (os.path.join(model_dir, relative)
-            if file(relative, "saved_model.pb") else None)
-
-  files = RunFiles(
+  file = functools.partial(run_dir.path, model_dir)
+  return RunFiles(
       model_dir=model_dir, samples=file(run_dir.SAMPLE_WEIGHTS),
       weight_curve=file(run_dir.WEIGHT_CURVE), results=file(run_dir.RESULTS),
       operative_config=file(run_dir.OPERATIVE_CONFIG),
-      classifier_export=savedmodel(run_dir.CLASSIFIER_EXPORT),
-      weight_net_export=savedmodel(run_dir.WEIGHT_NET_EXPORT),
-      checkpoint=run_dir.latest_checkpoint(model_dir))
-  # The runner's writer logs into model_dir; Keras' TensorBoard callback
-  # into model_dir/train and model_dir/validation.
-  files.event_dirs = tuple(sorted({
-      os.path.dirname(p) for pattern in ("events.out.tfevents.*",
-                                         "*/events.out.tfevents.*")
-      for p in glob.glob(os.path.join(model_dir, pattern))}))
-  files.history_csvs = tuple(sorted(
-      p for p in glob.glob(os.path.join(model_dir, "*.csv"))
-      if os.path.basename(p) != run_dir.WEIGHT_CURVE))
-  return files
+      classifier_export=run_dir.savedmodel(model_dir,
+                                           run_dir.CLASSIFIER_EXPORT),
+      weight_net_export=run_dir.savedmodel(model_dir,
+                                           run_dir.WEIGHT_NET_EXPORT),
+      checkpoint=run_dir.latest_checkpoint(model_dir),
+      event_dirs=tuple(run_dir.event_dirs(model_dir)),
+      history_csvs=tuple(p for p in run_dir.glob(model_dir, "*.csv")
+                         if os.path.basename(p) != run_dir.WEIGHT_CURVE))
+
+
+def read_samples(files: RunFiles) -> Samples:
+  """The run's sample_weights.npz (`files.samples`) as `Samples`."""
+  try:
+    data = run_dir.read_file(files.samples, binary=True)
+  except OSError as e:
+    raise AnalysisError(str(e)) from e
+  return load_samples(files.samples, io.BytesIO(data))
 
 
 def read_results(path: Optional[str]) -> dict:
@@ -229,8 +230,16 @@ def read_config(files: RunFiles) -> str:
   """The run's operative gin config ("" when absent)."""
   if not files.operative_config:
     return ""
-  with open(files.operative_config) as f:
-    return f.read()
+  try:
+    return run_dir.read_file(files.operative_config)
+  except OSError as e:
+    raise AnalysisError(str(e)) from e
+
+
+def _csv_rows(path: str) -> list:
+  """The rows of a CSV file with a header (dicts), read through `run_dir`."""
+  return list(csv.DictReader(io.StringIO(run_dir.read_file(path),
+                                         newline="")))
 
 
 def find_key(obj, key: str):
@@ -250,8 +259,7 @@ def find_key(obj, key: str):
 def read_curve(path: str):
   """(`[p]` loss, `[p]` weight) from a `loss,weight` CSV, sorted by loss."""
   try:
-    with open(path, newline="") as f:
-      rows = list(csv.DictReader(f))
+    rows = _csv_rows(path)
     loss = np.array([float(r["loss"]) for r in rows])
     weight = np.array([float(r["weight"]) for r in rows])
   except (OSError, KeyError, TypeError, ValueError) as e:
@@ -440,7 +448,6 @@ def run_data(files: RunFiles):
 def _with_run_config(files: RunFiles, make_models, quick: bool = False):
   """(the run's `DataSplits`, `make_models(data, settings)` or None), built
   under the run's operative gin config (cleared before and after)."""
-  import gin  # pylint: disable=g-import-not-at-top
   import mwn_tf.data  # pylint: disable=g-import-not-at-top
   text = read_config(files)
   settings = run_settings(read_results(files.results), text)
@@ -449,24 +456,44 @@ def _with_run_config(files: RunFiles, make_models, quick: bool = False):
     raise AnalysisError(f"Neither {files.operative_config} "
                         "(train_eval.dataset) nor results.json names the "
                         "dataset: cannot tell which data the run used.")
-  gin.clear_config()
   try:
-    # The runner's own configurables (train_eval) are not imported: skip.
-    gin.parse_config(text, skip_unknown=True)
-    if quick and name == "folder":
-      gin.bind_parameter("folder.validate", False)
-    # The runner's seed overrides the loader's own seed binding.
-    data = mwn_tf.data.get(name, seed=settings["seed"])
-    models = None if make_models is None else make_models(data, settings)
+    with run_gin_config(text):
+      if quick and name == "folder":
+        import gin  # pylint: disable=g-import-not-at-top
+        gin.bind_parameter("folder.validate", False)
+      # The runner's seed overrides the loader's own seed binding.
+      data = mwn_tf.data.get(name, seed=settings["seed"])
+      models = None if make_models is None else make_models(data, settings)
   except AnalysisError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise AnalysisError(f"Cannot rebuild dataset {name!r} from "
                         f"{files.operative_config}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0]}") from e
+  return data, models
+
+
+@contextlib.contextmanager
+def run_gin_config(text: str):
+  """The run's operative gin config `text`, alone, in force for the block.
+
+  The caller's gin config is put back afterwards: its bindings (as
+  `gin.config_str()` writes them) and whether it was finalized. gin has no
+  copy of its state, so what is not a binding starts afresh: gin's record
+  of the bindings used so far (`gin.operative_config_str()`).
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  saved, locked = gin.config_str(), gin.config_is_locked()
+  gin.clear_config()
+  try:
+    # The runner's own configurables (train_eval) are not imported: skip.
+    gin.parse_config(text, skip_unknown=True)
+    yield
   finally:
     gin.clear_config()
-  return data, models
+    gin.parse_config(saved)
+    if locked:
+      gin.finalize()
 
 
 # ----------------------------------------------------------------------------
@@ -536,8 +563,7 @@ def read_weight_variation(files: RunFiles):
     return (np.array(steps), np.array([clean[s] for s in steps]),
             np.array([noisy[s] for s in steps]), "step", f"TensorBoard {where}")
   for path in files.history_csvs:
-    with open(path, newline="") as f:
-      rows = list(csv.DictReader(f))
+    rows = _csv_rows(path)
     if rows and {"weight_clean", "weight_noisy"} <= set(rows[0]):
       epochs = [float(r.get("epoch", i)) for i, r in enumerate(rows)]
       return (np.array(epochs), np.array([float(r["weight_clean"])

@@ -7,7 +7,7 @@ that second derivative by differentiating the composite backward graph of
 `tf.nn.moments` + `tf.nn.batch_normalization` op by op, and keeps that graph's
 activation-sized intermediates alive for it: hundreds of Mul/Tile/Sum ops on
 ResNet-32. Written by hand it keeps one extra tensor per layer (x̂); the exact
-ResNet-32 step's peak memory falls by a fifth (README, Speed). Its time barely
+ResNet-32 step's peak memory falls by a fifth (docs/speed.md). Its time barely
 moves: the second-order pass is dominated by its two convolutions per layer.
 
 In training mode the BatchNorm backward is *linear* in the upstream gradient

@@ -1,9 +1,9 @@
 """The exit status of `python -m mwn_tf.main`, each with its one-line meaning.
 
 The one place these numbers are defined: the entry point exits with them, its
-`--help` text and the README list them from here (`describe()`), and the
-tests import them. Every non-zero status comes with one line on stderr, no
-traceback.
+`--help` text lists them from here (`describe()`), docs/recovery.md
+tabulates them (a test checks it), and the tests import them. Every non-zero
+status comes with one line on stderr, no traceback.
 """
 
 DONE = 0

@@ -48,6 +48,7 @@ RESULTS = "results.json"
 SAMPLE_WEIGHTS = "sample_weights.npz"
 OPERATIVE_CONFIG = "operative_config.gin"
 WEIGHT_CURVE = "weight_curve.csv"
+EVENTS = "events.out.tfevents.*"  # tf.summary's and Keras' event files.
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
 CLASSIFIER_EXPORT = os.path.join(EXPORT, "classifier")
@@ -386,6 +387,49 @@ def path(model_dir: str, name: str) -> Optional[str]:
   return full if tf.io.gfile.exists(full) else None
 
 
+def is_run_folder(model_dir: str) -> bool:
+  """Whether `model_dir` is a folder (local, gs://..., any tf.io.gfile
+  filesystem)."""
+  return tf.io.gfile.isdir(model_dir)
+
+
+def savedmodel(model_dir: str, name: str) -> Optional[str]:
+  """`model_dir/name` if it is a SavedModel folder (has saved_model.pb),
+  e.g. `name` = `CLASSIFIER_EXPORT`; else None."""
+  full = os.path.join(model_dir, name)
+  return full if tf.io.gfile.exists(os.path.join(full, "saved_model.pb")) \
+      else None
+
+
+def event_dirs(model_dir: str) -> list:
+  """The folders that hold a run's TensorBoard event files, sorted: the
+  runner's writer logs into model_dir; Keras' TensorBoard callback (a user's
+  own `fit()`) into its subfolders train/ and validation/. Only these two
+  levels are searched, so a folder of several runs is not taken for one."""
+  found = tf.io.gfile.glob(os.path.join(model_dir, EVENTS)) + (
+      tf.io.gfile.glob(os.path.join(model_dir, "*", EVENTS)))
+  return sorted({os.path.dirname(p) for p in found})
+
+
+def glob(model_dir: str, pattern: str) -> list:
+  """The paths in model_dir (not below) that match `pattern`, sorted."""
+  return sorted(tf.io.gfile.glob(os.path.join(model_dir, pattern)))
+
+
+def read_file(path: str, binary: bool = False):
+  """A run's file, read whole through tf.io.gfile (`str`, or `bytes` if
+  `binary`).
+
+  Raises:
+    OSError: it cannot be read (the message names `path`).
+  """
+  try:
+    with tf.io.gfile.GFile(path, "rb" if binary else "r") as f:
+      return f.read()
+  except tf.errors.OpError as e:
+    raise OSError(f"Cannot read {path}: {e.message}") from e
+
+
 def read_results(model_dir_or_file: str) -> dict:
   """results.json of a run (its folder, or the file itself).
 
@@ -395,12 +439,7 @@ def read_results(model_dir_or_file: str) -> dict:
   name = model_dir_or_file
   if tf.io.gfile.isdir(name):
     name = os.path.join(name, RESULTS)
-  try:
-    with tf.io.gfile.GFile(name) as f:
-      text = f.read()
-  except tf.errors.OpError as e:
-    raise OSError(f"Cannot read {name}: {e.message}") from e
-  return json.loads(text)
+  return json.loads(read_file(name))
 
 
 def find_results(roots: Iterable[str]) -> list:

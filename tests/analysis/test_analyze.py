@@ -516,8 +516,9 @@ def test_smoke_run_then_analyze(tmp_path):
 
 # ---------------------------------------------------------------- settings
 def test_settings_come_from_results_json_before_the_gin_text(tmp_path):
-  """Runs since issue 14 record every train_eval argument in results.json's
-  `settings`; older runs (no `settings`) fall back to hparams and gin."""
+  """Runs record every train_eval argument in results.json's `settings`;
+  older runs (none there, e.g. tests/fixtures/old_run_f615b35) fall back to
+  hparams and gin."""
   gin_text = ("train_eval.dataset = 'cifar10'\ntrain_eval.seed = 5\n"
               "train_eval.weight_net_hidden_units = (10,)\n")
   new = {"settings": {"dataset": "digits", "model": "mlp", "method": "mwn",

@@ -1,5 +1,5 @@
 """The figures say what they show (dataset, noise type and rate, epoch), and
-the TensorBoard renderings stay readable at card size (issue 15, item 7)."""
+the TensorBoard renderings stay readable at card size."""
 
 import io
 import os

@@ -1,4 +1,4 @@
-"""Issue 6: the benchmark harness (`mwn_tf.benchmark`) runs and reports every
+"""The benchmark harness (`mwn_tf.benchmark`) runs and reports every
 column; timings are never asserted."""
 
 import json

@@ -1,4 +1,4 @@
-"""The console of `python -m mwn_tf.main` (issue 15): quiet output, one line
+"""The console of `python -m mwn_tf.main`: quiet output, one line
 per epoch, progress inside long epochs, --help, errors that carry their fix,
 a finished run's rerun.
 

@@ -1,8 +1,8 @@
 """launch/: the scripts parse, dry-run what they would do, and the collector
-turns fake results.json files into the paper's table (issue 5).
+turns fake results.json files into the paper's table.
 
 The scripts' real runs (2 logical CPUs, 2 local workers, a smoke sweep) are
-in the README's "Several devices" section; the runner-level multi-worker run
+in docs/distributed.md ("Several devices"); the runner-level multi-worker run
 is tests/test_distribute_multi_worker.py.
 """
 

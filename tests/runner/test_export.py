@@ -453,10 +453,11 @@ def test_clothing1m_raw_image_and_jpeg_signatures_match_the_pipeline(tmp_path):
   assert signatures["serve_bytes"]["dtype"] == "string"
 
 
-# ------------------------------------------------------------ README snippet --
+# -------------------------------------------------- docs/exports.md snippet --
 def _readme_snippet():
-  """The python block of README's "Using the trained models" section."""
-  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+  """The python block of docs/exports.md's "Using the trained models"
+  section (linked from the README)."""
+  with open(os.path.join(REPO, "docs", "exports.md"), encoding="utf-8") as f:
     readme = f.read()
   section = readme.split("\n## Using the trained models\n", 1)[1]
   section = section.split("\n## ", 1)[0]

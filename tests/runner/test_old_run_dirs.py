@@ -1,4 +1,5 @@
-"""A model_dir written before the runner's split (issue 14) still resumes.
+"""A model_dir written before the runner was split into mwn_tf/runner/
+still resumes.
 
 tests/fixtures/old_run_f615b35 is a finished run of the smoke config made by
 the code of commit f615b35 (mwn_tf/train.py and callbacks.py, before

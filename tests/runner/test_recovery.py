@@ -1,4 +1,4 @@
-"""Recovery that loses no more than it must (issue 16), through the real entry
+"""Recovery that loses no more than it must, through the real entry
 point in subprocesses: a lost or garbled checkpoint state file, a truncated
 newest checkpoint, two runs on one model_dir, SIGTERM / SIGINT, a full disk,
 and settings refused up front.
@@ -512,14 +512,15 @@ def test_shortening_a_finished_run_is_refused_in_epochs(tmp_path, reference):
 
 
 def test_every_exit_code_is_documented():
-  readme = open(os.path.join(resume.REPO, "README.md")).read()
+  # The exit-status table of "Checkpoints and resuming".
+  page = open(os.path.join(resume.REPO, "docs", "recovery.md")).read()
   usage = subprocess.run([sys.executable, "-m", "mwn_tf.main", "--help"],
                          cwd=resume.REPO, env=resume.ENV, capture_output=True,
                          text=True, timeout=300).stdout
   assert set(exit_codes.MEANINGS) == {0, 1, 2, 3, 4}
   for code in exit_codes.MEANINGS:
     assert re.search(rf"^\s*{code}  \S", usage, re.M), (code, usage)
-    assert re.search(rf"^\| {code} \| \S", readme, re.M), code
+    assert re.search(rf"^\| {code} \| \S", page, re.M), code
   assert exit_codes.describe().count("\n") == len(exit_codes.MEANINGS) - 1
 
 

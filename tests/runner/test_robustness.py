@@ -1,4 +1,4 @@
-"""Robustness of the runner (issue 7): kills in the middle of a write, two
+"""Robustness of the runner: kills in the middle of a write, two
 resumptions, and a check of every setting before anything is written.
 
 Kills: `python -m mwn_tf.main` runs in a child started through `KILLER`, a

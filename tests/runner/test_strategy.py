@@ -1,4 +1,4 @@
-"""get_strategy(), the chief helpers and synchronize_batchnorm (issue 5).
+"""get_strategy(), the chief helpers and synchronize_batchnorm.
 
 The TPU path is checked up to the strategy boundary: which resolver calls
 `get_strategy("tpu", ...)` makes for each kind of address (with TF's TPU

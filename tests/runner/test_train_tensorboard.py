@@ -80,8 +80,9 @@ def test_tensorboard_serves_scalars_images_histograms(tmp_path):
 
 
 def _readme_scalars():
-  """The scalar tags README's TensorBoard section names (braces expanded)."""
-  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+  """The scalar tags the docs' TensorBoard section names (braces expanded)."""
+  with open(os.path.join(REPO, "docs", "tensorboard.md"),
+            encoding="utf-8") as f:
     section = f.read().split("\n## TensorBoard\n", 1)[1].split("\n## ", 1)[0]
   section = section.split("Images:", 1)[0]
   tags = set()
