@@ -241,7 +241,7 @@ def test_npz_raw_pixels_are_standardised_inside_the_export(tmp_path):
   assert "(x_train's)" in loaded.metadata()["preprocessing"].numpy().decode()
 
 
-# ------------------------------------------- images as a user would post them --
+# ------------------------------------------ images as a user would post them --
 def _by_hand(images, height, width):
   """[n, h, w] uint8 or float -> [n, height, width]: what a user's own resize
   would send (shorter side, bilinear antialiased, centre crop, rounded)."""
