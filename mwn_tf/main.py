@@ -198,8 +198,12 @@ def _search_the_repo() -> None:
 
 def parse_gin(gin_files, gin_params, after_files=None) -> None:
   """Parses files then bindings; any problem exits 2 naming its source.
-  `after_files` (optional) is called between the two."""
+  `after_files` (optional) is called between the two. The entry point owns
+  the process's gin config: it starts from an empty one, so what it parses
+  is the whole config of the run (a caller that ran a run before, e.g. a
+  test, leaves it finalized)."""
   _search_the_repo()
+  gin.clear_config()
   for path in gin_files:
     try:
       gin.parse_config_file(path, skip_unknown=False)

@@ -95,8 +95,11 @@ def test_analysis_of_a_run_on_a_gfile_filesystem(tmp_path):
       f"read from {remote}/sample_weights.npz")
   assert out["num_samples"] == 1197
   assert out["detection"]["num_known"] == 1197
+  # The contact sheets too: the run's data is rebuilt from its config read
+  # through gfile, so the samples are named and their images shown.
   assert set(out["figures"]) == {"weighting_function",
-                                 "weight_distribution", "weight_variation"}
+                                 "weight_distribution", "weight_variation",
+                                 "distrusted_sheet", "trusted_sheet"}
   for path in [out["ranking_csv"], out["detection_json"],
                *out["figures"].values()]:
     assert os.path.getsize(path) > 0, path
