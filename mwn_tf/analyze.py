@@ -98,6 +98,15 @@ from mwn_tf.analysis.detection import SOURCES
 from mwn_tf.analysis.detection import TRAIN_COMMAND
 
 
+def __getattr__(name: str):
+  """`mwn_tf.analyze.analyze` and `.score` (the documented Python API), loaded
+  on first use: importing this module for its flags loads no TensorFlow."""
+  if name in ("analyze", "score"):
+    from mwn_tf.analysis import report  # pylint: disable=g-import-not-at-top
+    return getattr(report, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ----------------------------------------------------------------------------
 # Entry point.
 # ----------------------------------------------------------------------------
