@@ -73,7 +73,13 @@ def main(argv):
     import mwn_tf.models  # pylint: disable=g-import-not-at-top,unused-import
     # The registry's builders are gin configurables: e.g. the Fashion-MNIST
     # results model is fmnist_cnn.filters=(32,64), hidden_units=(128,).
-    gin.parse_config(f.gin_param)
+    try:
+      gin.parse_config(f.gin_param)
+    except Exception as e:  # pylint: disable=broad-except
+      # Parsing runs no user code: every exception is a binding problem.
+      sys.stderr.write(f"mwn_tf.bench: error: --gin_param: "
+                       f"{str(e).splitlines()[0]}\n")
+      sys.exit(2)
   if f.task == "speed":
     from mwn_tf.runner.strategy import get_strategy  # pylint: disable=g-import-not-at-top
     from mwn_tf.benchmark import step_time  # pylint: disable=g-import-not-at-top

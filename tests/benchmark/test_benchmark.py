@@ -114,3 +114,31 @@ def test_accuracy_task_runs_the_runner_and_reads_its_results(tmp_path,
   assert 100 * saved["final_epoch_test_accuracy"] == results[1].accuracies[0]
   table = accuracy.accuracy_markdown(results, command="python -m mwn_tf.bench")
   assert "`MetaWeightModel.virtual_layers = 1`" in table
+
+
+@pytest.mark.slow
+def test_bench_cli_applies_gin_params_to_the_model(tmp_path):
+  """`python -m mwn_tf.bench --gin_param=...` times the model the bindings
+  build (the Fashion-MNIST recipe's fmnist_cnn is sized this way); a binding
+  the model does not take fails the command."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = REPO
+  base = [sys.executable, "-m", "mwn_tf.bench", "--model=fmnist_cnn",
+          "--input_shape=28,28,1", "--batch_size=8", "--modes=plain,exact",
+          "--rounds=1", "--steps=1", "--warmup=1",
+          "--gin_param=fmnist_cnn.filters = (4, 8)"]
+  out = tmp_path / "bench.md"
+  proc = subprocess.run(base + ["--gin_param=fmnist_cnn.hidden_units = (8,)",
+                                f"--out={out}"], cwd=repo, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  table = out.read_text()
+  assert "fmnist_cnn" in table and "| exact |" in table
+  assert "--gin_param=fmnist_cnn.hidden_units = (8,)" in table
+  bad = subprocess.run(base + ["--gin_param=fmnist_cnn.no_such = 1"], cwd=repo,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2
+  [line] = [l for l in bad.stderr.splitlines() if "error" in l]
+  assert line.startswith("mwn_tf.bench: error: --gin_param: ") and (
+      "no_such" in line)
