@@ -25,7 +25,7 @@ accuracy per epoch of each method, mean over seeds with their range
 
 The method is the run's `method` with its fast-mode options (from
 RUN/operative_config.gin): `mwn` (exact), `mwn+last1+interval2`
-(MetaWeightModel.virtual_layers = 1, meta_interval = 2), ..., or `baseline`.
+(train_eval.virtual_layers = 1, meta_interval = 2), ..., or `baseline`.
 
 For runs in a bucket, copy them first (`gcloud storage rsync -r gs://... dir`).
 Run folders are found and read through `mwn_tf.runner.run_dir`, the one place
@@ -46,28 +46,35 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mwn_tf.runner import run_dir  # noqa: E402
 
 
+# Fast-mode settings -> (value of the exact step, label token for a value).
+_FAST_TOKENS = {
+    "fast_mode": ("off", lambda v: "+recommended"),
+    "exact_warmup_steps": ("0", lambda v: f"+warm{v}"),
+    "hypergradient": ("second_order", lambda v: "+fd"),
+    "virtual_layers": ("None", lambda v: f"+last{v}"),
+    "meta_interval": ("1", lambda v: f"+interval{v}"),
+}
+
+
 def fast_mode(operative_config: str = "", settings: Optional[dict] = None
               ) -> str:
-  """"+last<k>+interval<m>" for a run's fast-mode settings ("" for the
-  exact step): results.json's `settings` (train_eval.virtual_layers and
-  meta_interval), else the bindings in its operative gin config (runs made
+  """"+warm<n>+fd+last<k>+interval<m>" (the tokens of launch/sweep.sh) for a
+  run's fast-mode settings ("" for the exact step): results.json's
+  `settings`, else the bindings in its operative gin config (runs made
   before those were train_eval settings bound MetaWeightModel.*)."""
   found = {}
-  for key in ("virtual_layers", "meta_interval"):
+  for key in _FAST_TOKENS:
     if settings and key in settings:
       found[key] = str(settings[key])
   for line in operative_config.splitlines():
     key, _, value = line.partition("=")
-    key, value = key.strip(), value.strip()
-    if key in ("MetaWeightModel.virtual_layers",
-               "MetaWeightModel.meta_interval", "train_eval.virtual_layers",
-               "train_eval.meta_interval"):
-      found.setdefault(key.rsplit(".", 1)[1], value)
+    family, _, name = key.strip().rpartition(".")
+    if family in ("MetaWeightModel", "train_eval") and name in _FAST_TOKENS:
+      found.setdefault(name, value.strip().strip("'\""))
   suffix = ""
-  if found.get("virtual_layers", "None") not in ("None", ""):
-    suffix += f"+last{found['virtual_layers']}"
-  if found.get("meta_interval", "1") not in ("1", ""):
-    suffix += f"+interval{found['meta_interval']}"
+  for key, (exact, token) in _FAST_TOKENS.items():
+    if found.get(key, exact) not in (exact, ""):
+      suffix += token(found[key])
   return suffix
 
 

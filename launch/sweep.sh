@@ -16,6 +16,10 @@
 #             long tail 50 (gin/fashion_mnist_*.gin) x baseline, exact MW-Net
 #             (and the fast mode $FMNIST_FAST, if set) x seeds 0 1 2, each MW-Net run
 #             followed by `python -m mwn_tf.analyze` (detection.json, figures)
+#   fmnist_class  the class-aware study: long tail 50, flip 40 % and both
+#             (gin/fashion_mnist_longtail_50_flip_40.gin) x baseline, exact
+#             MW-Net and MW-Net with the class-aware V (mwn+classaware) x
+#             seeds 0 1 2 (to runs/sweep_fmnist, like the fmnist table)
 #   fmnist_fast  the fast-mode study: uniform 60 % and flip 40 % x MW-Net with
 #             meta_interval 2/5, virtual_layers 1/2 and their combinations x
 #             seeds 0 1 2 (its exact and baseline runs are the fmnist table's;
@@ -25,8 +29,11 @@
 #   SWEEP_DIR [runs/sweep_TABLE]: run folders SWEEP_DIR/<config>/<method>/seed<s>
 #   METHODS ["mwn baseline"]  SEEDS ["0"] (fmnist presets: see above)
 #     A method is baseline, mwn, or mwn+ the fast-mode tokens of
-#     `python -m mwn_tf.bench`: last<k> (train_eval.virtual_layers = k)
-#     and interval<k> (train_eval.meta_interval = k), e.g.
+#     `python -m mwn_tf.bench`: last<k> (train_eval.virtual_layers = k),
+#     interval<k> (train_eval.meta_interval = k), warm<n>
+#     (train_eval.exact_warmup_steps = n), fd (train_eval.hypergradient =
+#     'finite_difference'), recommended (train_eval.fast_mode), and
+#     classaware (train_eval.weight_net = 'class_aware'), e.g.
 #     mwn+last1+interval2; the run folder is named after it.
 #   FMNIST_FAST [""]: a fast mode to add to the fmnist table, e.g. mwn+last2
 #   JOBS [1]: runs at a time (e.g. 2 on a 2-core machine for small models)
@@ -53,9 +60,10 @@ PYTHON=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo p
 FMNIST_FAST=${FMNIST_FAST:-}
 FMNIST_MODES="mwn+interval2 mwn+interval5 mwn+last1 mwn+last2 mwn+last1+interval2 mwn+last1+interval5 mwn+last2+interval2 mwn+last2+interval5"
 case "$TABLE" in
-  fmnist|fmnist_fast)
+  fmnist|fmnist_fast|fmnist_class)
     SWEEP_DIR=${SWEEP_DIR:-runs/sweep_fmnist}
     [[ "$TABLE" == fmnist ]] && METHODS=${METHODS:-baseline mwn $FMNIST_FAST}
+    [[ "$TABLE" == fmnist_class ]] && METHODS=${METHODS:-baseline mwn mwn+classaware}
     METHODS=${METHODS:-$FMNIST_MODES}
     SEEDS=${SEEDS:-0 1 2}
     ANALYZE=${ANALYZE:-1} ;;
@@ -96,11 +104,15 @@ case "$TABLE" in
     for c in uniform_60 uniform_40 flip_40 longtail_50; do
       CONFIGS+=("fashion_mnist_$c|gin/fashion_mnist_$c.gin|")
     done ;;
+  fmnist_class)
+    for c in longtail_50 flip_40 longtail_50_flip_40; do
+      CONFIGS+=("fashion_mnist_$c|gin/fashion_mnist_$c.gin|")
+    done ;;
   fmnist_fast)
     for c in uniform_60 flip_40; do
       CONFIGS+=("fashion_mnist_$c|gin/fashion_mnist_$c.gin|")
     done ;;
-  *) echo "unknown TABLE '$TABLE' (noise, longtail, paper, smoke, fmnist, fmnist_fast)" >&2
+  *) echo "unknown TABLE '$TABLE' (noise, longtail, paper, smoke, fmnist, fmnist_class, fmnist_fast)" >&2
      exit 2 ;;
 esac
 
@@ -116,6 +128,14 @@ method_params() {  # METHOD -> its --gin_param flags, one per line
       echo "train_eval.virtual_layers = ${BASH_REMATCH[1]}"
     elif [[ "$1" == mwn+* && "$token" =~ ^interval([0-9]+)$ ]]; then
       echo "train_eval.meta_interval = ${BASH_REMATCH[1]}"
+    elif [[ "$1" == mwn+* && "$token" =~ ^warm([0-9]+)$ ]]; then
+      echo "train_eval.exact_warmup_steps = ${BASH_REMATCH[1]}"
+    elif [[ "$1" == mwn+* && "$token" == fd ]]; then
+      echo "train_eval.hypergradient = 'finite_difference'"
+    elif [[ "$1" == mwn+* && "$token" == recommended ]]; then
+      echo "train_eval.fast_mode = 'recommended'"
+    elif [[ "$1" == mwn+* && "$token" == classaware ]]; then
+      echo "train_eval.weight_net = 'class_aware'"
     else
       return 1
     fi
@@ -123,7 +143,7 @@ method_params() {  # METHOD -> its --gin_param flags, one per line
 }
 for method in $METHODS; do
   if ! method_params "$method" >/dev/null; then
-    echo "unknown method '$method' (baseline, mwn, or mwn+last<k>+interval<k>...)" >&2
+    echo "unknown method '$method' (baseline, mwn, or mwn+ tokens last<k> interval<k> warm<n> fd recommended)" >&2
     exit 2
   fi
 done

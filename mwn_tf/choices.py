@@ -15,3 +15,10 @@ VIRTUAL_STEPS = ("global", "local")
 META_OPTIMIZERS = ("adam", "sgd")
 # What the weight-collapse guard does when it fires (runner/collapse.py).
 COLLAPSE_ACTIONS = ("warn", "stop", "reset_v")
+# MetaWeightModel(hypergradient=...): V's gradient through the virtual step by
+# the second-order pass (exact) or by central finite differences of the train
+# losses along the meta gradient (no second-order pass).
+HYPERGRADIENTS = ("second_order", "finite_difference")
+# train_eval.fast_mode / MetaWeightModel(fast_mode=...): "off" (the options as
+# set, by default the exact step) or the recommended fast configuration.
+FAST_MODES = ("off", "recommended")

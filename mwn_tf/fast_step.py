@@ -57,6 +57,37 @@ def virtual_variable_indices(classifier: keras.Model,
   return [i for i, v in enumerate(variables) if id(v) in chosen]
 
 
+# What `fast_mode="recommended"` sets: the configuration the Fashion-MNIST
+# study at the scale recipe chose (docs/speed.md, "The one switch").
+RECOMMENDED = {"virtual_layers": 2}
+# The exact step's values of the options a fast mode sets.
+EXACT = {"meta_interval": 1, "virtual_layers": None,
+         "hypergradient": "second_order", "exact_warmup_steps": 0}
+
+
+def resolve(fast_mode: str, options: dict) -> dict:
+  """The fast options in effect: `options` itself for `fast_mode="off"`,
+  `RECOMMENDED` over the exact values for `"recommended"`.
+
+  Args:
+    fast_mode: "off" or "recommended".
+    options: {name: value} of the `EXACT` keys, as passed.
+
+  Raises:
+    ValueError: "recommended" together with an option set away from exact
+      (one switch or the options, not both); the message starts with
+      "fast_mode".
+  """
+  if fast_mode == "off":
+    return dict(options)
+  changed = sorted(k for k, v in options.items() if v != EXACT[k])
+  if changed:
+    raise ValueError(
+        f"fast_mode = {fast_mode!r} sets the fast options itself; leave "
+        f"{', '.join(changed)} at the exact default, or set fast_mode = 'off'.")
+  return {**EXACT, **RECOMMENDED}
+
+
 def computes_in_float16(model: keras.Model) -> bool:
   """Whether any layer of `model` computes in float16 (mixed_float16)."""
   return any(layer.dtype_policy.compute_dtype == "float16"
@@ -67,16 +98,7 @@ def every(interval: int, step, fn) -> None:
   """Runs `fn()` on steps 0, k, 2k, ... (`step % interval == 0`).
 
   With `interval == 1` it simply calls `fn` (no conditional in the graph, so
-  the exact step's graph is unchanged). Otherwise a `tf.cond` whose other
-  branch does nothing: only the taken branch runs, so the skipped steps cost
-  nothing of `fn`.
-
-  `fn` may hold cross-replica all-reduces and an optimizer update. Thread-
-  based strategies (Mirrored, MultiWorkerMirrored) cannot `merge_call` from
-  inside a `tf.cond` in a replica context, so there the cond is taken in the
-  cross-replica context and `fn` runs per replica inside it, the way Keras'
-  `LossScaleOptimizer` skips a step; each replica runs its own `fn` (a
-  closure over its own tensors).
+  the exact step's graph is unchanged); otherwise `when` does.
 
   Args:
     interval: k >= 1.
@@ -87,25 +109,60 @@ def every(interval: int, step, fn) -> None:
   if interval == 1:
     fn()
     return
+  when(tf.equal(step % interval, 0), fn)
 
+
+def schedule(step, interval: int, exact_steps: int, exact_fn, fast_fn) -> None:
+  """The meta update of one step under the fast options.
+
+  Steps `[0, exact_steps)` run `exact_fn` (the warm-up: V's shape settles
+  early, so the exact step is spent where it matters); later steps run
+  `fast_fn` on every `interval`-th step. With `exact_steps == 0` this is
+  `every(interval, step, fast_fn)`, graph included.
+
+  Args:
+    step: Scalar integer tensor, the step about to be taken.
+    interval: k >= 1, the fast phase's `meta_interval`.
+    exact_steps: >= 0, the warm-up's length in steps.
+    exact_fn, fast_fn: Callables of no arguments.
+  """
+  if exact_steps == 0:
+    every(interval, step, fast_fn)
+    return
+  warm = step < exact_steps
+  when(warm, exact_fn)
+  when(tf.logical_and(tf.logical_not(warm), tf.equal(step % interval, 0)),
+       fast_fn)
+
+
+def when(condition, fn) -> None:
+  """Runs `fn()` where the scalar bool tensor `condition` holds.
+
+  A `tf.cond` whose other branch does nothing: only the taken branch runs,
+  so the skipped steps cost nothing of `fn`.
+
+  `fn` may hold cross-replica all-reduces and an optimizer update. Thread-
+  based strategies (Mirrored, MultiWorkerMirrored) cannot `merge_call` from
+  inside a `tf.cond` in a replica context, so there the cond is taken in the
+  cross-replica context and `fn` runs per replica inside it, the way Keras'
+  `LossScaleOptimizer` skips a step; each replica runs its own `fn` (a
+  closure over its own tensors). `condition` must be the same on every
+  replica (a function of the step).
+  """
   def run(f):
     f()
     return tf.constant(True)
-
-  def cond(f):
-    return tf.cond(tf.equal(step % interval, 0), lambda: run(f),
-                   lambda: tf.constant(False))
 
   context = tf.distribute.get_replica_context()
   if (context is None or context.num_replicas_in_sync == 1 or
       tf.__internal__.distribute.strategy_supports_no_merge_call() or
       not isinstance(context.strategy, _THREADED_STRATEGIES)):
-    cond(fn)
+    tf.cond(condition, lambda: run(fn), lambda: tf.constant(False))
     return
 
   def cross_replica(strategy, per_replica_fn):
     return tf.cond(
-        tf.equal(step % interval, 0),
+        condition,
         lambda: _all_true(strategy, strategy.extended.call_for_each_replica(
             run, args=(per_replica_fn,))),
         lambda: tf.constant(False))

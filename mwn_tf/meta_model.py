@@ -54,6 +54,9 @@ import keras
 import tensorflow as tf
 
 from mwn_tf import fast_step
+from mwn_tf import hypergradient as hypergradient_lib
+from mwn_tf.choices import FAST_MODES
+from mwn_tf.choices import HYPERGRADIENTS
 from mwn_tf.choices import METHODS
 from mwn_tf.choices import NORMALIZATIONS
 from mwn_tf.choices import VIRTUAL_STEPS
@@ -65,21 +68,8 @@ from mwn_tf.replicas import replica_local
 from mwn_tf.replicas import replica_mean
 from mwn_tf.sample_weights import effective_sample_size
 from mwn_tf.sample_weights import loss_coefficients
+from mwn_tf.sample_weights import per_sample_loss  # re-exported: its old home
 from mwn_tf.weight_net import WeightNet
-
-
-def per_sample_loss(labels, logits):
-  """Cross-entropy per sample.
-
-  Args:
-    labels: `[batch]` int class ids.
-    logits: `[batch, num_classes]` unnormalised scores.
-
-  Returns:
-    `[batch]` losses in the logits' dtype.
-  """
-  return keras.ops.sparse_categorical_crossentropy(
-      labels, logits, from_logits=True)
 
 
 def _unpack_batch(batch, where):
@@ -165,6 +155,18 @@ class MetaWeightModel(keras.Model):
       variables stay at θ in the meta forward, so the meta-gradient ignores
       how their virtual update depends on V, and the stage-1 and meta
       backward passes stop at those layers. A fast mode, see docs/speed.md.
+    hypergradient: "second_order" (exact) or "finite_difference": V's
+      gradient −α Σ_i ∂c_i/∂Θ (∇θL_i · v), v = ∇θ̂ L_meta, with the
+      directional derivatives ∇θL_i · v taken as central differences
+      (L_i(θ + εv) − L_i(θ − εv)) / 2ε, ε = `fd_epsilon` / ‖v‖ (DARTS'
+      estimator): no second-order pass, two more forward passes of the
+      train batch. Exact up to O(ε²). A fast mode, see docs/speed.md.
+    fd_epsilon: The finite difference's step along v/‖v‖ (DARTS: 0.01).
+    exact_warmup_steps: n >= 0: classifier steps [0, n) take the exact meta
+      update whatever the fast options; they apply from step n on.
+    fast_mode: "off" (the options above as given) or "recommended": the
+      fast configuration docs/speed.md recommends (`fast_step.RECOMMENDED`),
+      with the options above left at their exact defaults.
     name: Keras name.
 
   Mixed precision: build the classifier with a mixed policy
@@ -195,6 +197,10 @@ class MetaWeightModel(keras.Model):
                sync_batchnorm: bool = False,
                meta_interval: int = 1,
                virtual_layers: Optional[int] = None,
+               hypergradient: str = "second_order",
+               fd_epsilon: float = 0.01,
+               exact_warmup_steps: int = 0,
+               fast_mode: str = "off",
                name: str = "meta_weight_model"):
     if not isinstance(classifier, keras.Model):
       raise TypeError(
@@ -222,6 +228,26 @@ class MetaWeightModel(keras.Model):
     if int(meta_interval) != meta_interval or meta_interval < 1:
       raise ValueError(f"meta_interval must be an integer >= 1 (1: the exact "
                        f"step), got {meta_interval!r}.")
+    if hypergradient not in HYPERGRADIENTS:
+      raise ValueError(f"hypergradient must be one of {HYPERGRADIENTS}, got "
+                       f"{hypergradient!r}.")
+    if not fd_epsilon > 0:
+      raise ValueError(f"fd_epsilon must be > 0, got {fd_epsilon!r}.")
+    if int(exact_warmup_steps) != exact_warmup_steps or exact_warmup_steps < 0:
+      raise ValueError(f"exact_warmup_steps must be an integer >= 0, got "
+                       f"{exact_warmup_steps!r}.")
+    if fast_mode not in FAST_MODES:
+      raise ValueError(f"fast_mode must be one of {FAST_MODES}, got "
+                       f"{fast_mode!r}.")
+    if (hypergradient == "finite_difference" and
+        fast_step.computes_in_float16(classifier)):
+      raise ValueError("hypergradient = 'finite_difference' differences "
+                       "losses, which float16 cannot resolve; use "
+                       "mixed_bfloat16, float32 or 'second_order'.")
+    fast = fast_step.resolve(fast_mode, {
+        "meta_interval": int(meta_interval), "virtual_layers": virtual_layers,
+        "hypergradient": hypergradient,
+        "exact_warmup_steps": int(exact_warmup_steps)})
     super().__init__(name=name, dtype=classifier.dtype_policy)
     # Inputs go to the classifier untouched; it casts them as it would alone.
     self._convert_input_args = False
@@ -232,11 +258,22 @@ class MetaWeightModel(keras.Model):
     self.method = method
     self.normalize_weights = normalize_weights
     self.virtual_step = virtual_step
-    self.meta_interval = int(meta_interval)
-    self.virtual_layers = virtual_layers
-    # Indices of the variables that take the virtual step (all: exact).
+    self.fast_mode = fast_mode
+    # The options as given (get_config) and in effect (the step).
+    self._given = {"meta_interval": int(meta_interval),
+                   "virtual_layers": virtual_layers,
+                   "hypergradient": hypergradient,
+                   "exact_warmup_steps": int(exact_warmup_steps)}
+    self.meta_interval = fast["meta_interval"]
+    self.virtual_layers = fast["virtual_layers"]
+    self.hypergradient = fast["hypergradient"]
+    self.exact_warmup_steps = fast["exact_warmup_steps"]
+    self.fd_epsilon = float(fd_epsilon)
+    # Indices of the variables that take the virtual step: all (exact, and
+    # the warm-up), and those of the fast phase.
+    self._all = fast_step.virtual_variable_indices(classifier, None)
     self._virtual = fast_step.virtual_variable_indices(classifier,
-                                                       virtual_layers)
+                                                       self.virtual_layers)
     self.sync_batchnorm = bool(sync_batchnorm)
     if sync_batchnorm:
       synchronize_batchnorm(classifier)
@@ -334,8 +371,8 @@ class MetaWeightModel(keras.Model):
         "meta_weight_decay": self.meta_weight_decay,
         "check_labels": self.check_labels, "virtual_step": self.virtual_step,
         "sync_batchnorm": self.sync_batchnorm,
-        "meta_interval": self.meta_interval,
-        "virtual_layers": self.virtual_layers, "name": self.name}
+        **self._given, "fd_epsilon": self.fd_epsilon,
+        "fast_mode": self.fast_mode, "name": self.name}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -416,25 +453,35 @@ class MetaWeightModel(keras.Model):
     tape, logits, new_state, reg, losses = self.train_forward(theta, state,
                                                               x, y)
 
-    def virtual_and_meta_update():
-      with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
-        meta_tape.watch(phi)
-        # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
-        fast_theta = self.virtual_weights(tape, losses, theta, scale)
-        # Stage 2: meta loss of the virtual classifier on the clean batch.
-        meta_loss, meta_losses, meta_logits = self.meta_objective(
-            fast_theta, state, x_meta, y_meta, meta_scale)
-      meta_grads = meta_tape.gradient(meta_loss, phi)
-      # The second-order pass kept S (`unscale`); V's optimizer removes S_V.
-      meta_grads = fast_step.scaled(meta_grads, fast_step.inverse(scale))
+    def virtual_and_meta_update(virtual, hypergradient):
+      if hypergradient == "finite_difference":  # stages 1-2 without 2nd order
+        meta_grads, meta_losses, meta_logits = (
+            hypergradient_lib.finite_difference(
+                self, tape, losses, (theta, state), (x, y), (x_meta, y_meta),
+                phi, virtual))
+      else:
+        with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
+          meta_tape.watch(phi)
+          # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
+          fast_theta = self.virtual_weights(tape, losses, theta, scale,
+                                            virtual)
+          # Stage 2: meta loss of the virtual classifier on the clean batch.
+          meta_loss, meta_losses, meta_logits = self.meta_objective(
+              fast_theta, state, x_meta, y_meta, meta_scale)
+        meta_grads = meta_tape.gradient(meta_loss, phi)
+        # The second-order pass kept S (`unscale`); V's optimizer removes S_V.
+        meta_grads = fast_step.scaled(meta_grads, fast_step.inverse(scale))
       self.meta_optimizer.apply(
           self._decayed(meta_grads, phi, self.meta_weight_decay, meta_scale),
           phi)
       self._update_meta_metrics(meta_losses, meta_logits, y_meta)
 
-    # Stages 1-2 on every `meta_interval`-th step (every step when exact).
-    fast_step.every(self.meta_interval, self.optimizer.iterations,
-                    virtual_and_meta_update)
+    # Stages 1-2: exact through the warm-up, then the fast options (every
+    # `meta_interval`-th step); every step, exactly, by default.
+    fast_step.schedule(
+        self.optimizer.iterations, self.meta_interval, self.exact_warmup_steps,
+        lambda: virtual_and_meta_update(self._all, "second_order"),
+        lambda: virtual_and_meta_update(self._virtual, self.hypergradient))
 
     # Stage 3: weights from the updated V, no gradient; the actual update
     # reuses stage 1's forward (same θ, same batch) through the kept tape.
@@ -464,24 +511,24 @@ class MetaWeightModel(keras.Model):
       losses = per_sample_loss(y, logits)
     return tape, logits, new_state, reg, losses
 
-  def virtual_weights(self, tape, losses, theta, scale=1):
+  def virtual_weights(self, tape, losses, theta, scale=1, virtual=None):
     """Stage 1: θ̂(Θ) = θ − α_t ∇θ Σ c_i(Θ) L_i(θ), a list like `theta`.
 
-    Plain SGD at the classifier optimizer's current rate on the
-    `virtual_layers` variables, through `train_forward`'s `tape` and its
-    `[n]` `losses` (fed to V detached); `scale`: the classifier's loss
-    scale. Differentiable w.r.t. V when an enclosing tape watches it."""
+    Plain SGD at the classifier optimizer's current rate on the variables
+    `virtual` (indices into `theta`; default: the `virtual_layers` ones),
+    through `train_forward`'s `tape` and its `[n]` `losses` (fed to V
+    detached); `scale`: the classifier's loss scale. Differentiable w.r.t.
+    V when an enclosing tape watches it."""
+    virtual = self._virtual if virtual is None else virtual
     alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
-    # Sums of stages 1-2: global (exact) or this replica's (class doc).
-    total = cross_replica_sum if self.virtual_step == "global" else (
-        replica_local)
-    moving = [theta[i] for i in self._virtual]  # all of θ unless fast
+    total = self.stage_sum()
+    moving = [theta[i] for i in virtual]  # all of θ unless fast
     coeffs = loss_coefficients(self.weights_for(tf.stop_gradient(losses)),
                                self.normalize_weights, total)
     grads = total(tape.gradient(
         losses, moving, output_gradients=fast_step.scaled([coeffs], scale)[0]))
     fast_theta = list(theta)
-    for i, g in zip(self._virtual, grads):
+    for i, g in zip(virtual, grads):
       fast_theta[i] = theta[i] - tf.cast(alpha, g.dtype) * (
           fast_step.unscale(g, scale))
     return fast_theta
@@ -511,6 +558,12 @@ class MetaWeightModel(keras.Model):
                                           scale))
 
   # --------------------------------------------------------------------------
+  def stage_sum(self):
+    """How stages 1-2 sum over samples: `cross_replica_sum` (global, exact)
+    or `replica_local` (`virtual_step="local"`, see the class doc)."""
+    return cross_replica_sum if self.virtual_step == "global" else (
+        replica_local)
+
   def _apply_classifier_update(self, grads, theta, new_state, scale=1):
     self.optimizer.apply(
         self._decayed(grads, theta, self.weight_decay, scale), theta)

@@ -9,9 +9,24 @@ default (`mwn_tf.replicas.cross_replica_sum`), so N replicas compute what one
 device computes on the same global batch.
 """
 
+import keras
 import tensorflow as tf
 
 from mwn_tf.replicas import cross_replica_sum
+
+
+def per_sample_loss(labels, logits):
+  """Cross-entropy per sample.
+
+  Args:
+    labels: `[batch]` int class ids.
+    logits: `[batch, num_classes]` unnormalised scores.
+
+  Returns:
+    `[batch]` losses in the logits' dtype.
+  """
+  return keras.ops.sparse_categorical_crossentropy(
+      labels, logits, from_logits=True)
 
 
 def loss_coefficients(weights, mode, total=cross_replica_sum):

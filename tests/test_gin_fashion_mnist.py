@@ -34,6 +34,7 @@ SETTINGS = {
     "fashion_mnist_uniform_60.gin": ("uniform", 0.6, None, None),
     "fashion_mnist_flip_40.gin": ("flip", 0.4, None, None),
     "fashion_mnist_longtail_50.gin": (None, None, 50.0, 100),
+    "fashion_mnist_longtail_50_flip_40.gin": ("flip", 0.4, 50.0, 100),
 }
 # Added after a setting's file for a quick check; not a results recipe.
 QUICK = "fashion_mnist_quick.gin"

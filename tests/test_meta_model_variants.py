@@ -195,6 +195,93 @@ def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
                  zip(got, exact_step))
 
 
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("virtual_layers", [None, 1])
+@pytest.mark.parametrize("normalize", ["none", "sum"])
+def test_finite_difference_hypergradient_matches_the_second_order_one(
+    batchnorm, virtual_layers, normalize):
+  """hypergradient="finite_difference" is the second-order meta-gradient up
+  to O(eps^2): V's update and the classifier's step agree in float64."""
+  x, y, xm, ym = core._data()
+
+  def one_step(**options):
+    model = _fast_model(meta_lr=1.0, batchnorm=batchnorm,
+                        virtual_layers=virtual_layers, **options)
+    model.normalize_weights = normalize
+    phi0 = _values(model.weight_net.trainable_variables)
+    model.fit(core._pair_dataset(x, y, xm, ym), verbose=0)
+    update = [a - b for a, b in
+              zip(phi0, _values(model.weight_net.trainable_variables))]
+    return update, _values(model.classifier.trainable_variables)
+
+  exact_update, exact_theta = one_step()
+  fd_update, fd_theta = one_step(hypergradient="finite_difference",
+                                 fd_epsilon=1e-5)
+  assert max(np.abs(u).max() for u in exact_update) > 1e-5  # V does move
+  _assert_all_close(fd_update, exact_update, rtol=1e-6, atol=1e-11)
+  _assert_all_close(fd_theta, exact_theta, rtol=1e-8, atol=1e-12)
+  # A coarse step is an approximation, and it shows.
+  coarse_update, _ = one_step(hypergradient="finite_difference",
+                              fd_epsilon=10.0)
+  assert not all(np.allclose(a, b, rtol=1e-6, atol=1e-11)
+                 for a, b in zip(coarse_update, exact_update))
+
+
+def test_exact_warmup_takes_exact_steps_then_the_fast_ones():
+  """exact_warmup_steps=2 with virtual_layers=1: steps 0-1 are the exact
+  step's, step 2 is the fast step's from the state they left."""
+  warm = _fast_model(exact_warmup_steps=2, virtual_layers=1)
+  exact = _fast_model()
+  data = [core._pair_dataset(*core._data(seed=20 + s)) for s in range(3)]
+  for step in range(2):
+    warm.fit(data[step], verbose=0)
+    exact.fit(data[step], verbose=0)
+    _assert_all_close(_values(warm.variables), _values(exact.variables),
+                      rtol=1e-12, atol=1e-14)
+  # The fast step on the same classifier and V (SGD without momentum: the
+  # optimizers hold no state but their step count).
+  fast = mwn_tf.MetaWeightModel(exact.classifier, exact.weight_net,
+                                normalize_weights="sum", weight_decay=0.0,
+                                meta_weight_decay=0.0, virtual_layers=1)
+  fast.compile(optimizer=keras.optimizers.SGD(0.5),
+               meta_optimizer=keras.optimizers.SGD(0.3))
+  exact.fit(data[2], verbose=0)   # what the exact step would do instead
+  exact_after = _values(exact.weight_net.trainable_variables)
+  for v, value in zip(exact.variables, _values(warm.variables)):
+    v.assign(value)  # back to the state after step 1
+  warm.fit(data[2], verbose=0)
+  fast.fit(data[2], verbose=0)
+  _assert_all_close(_values(warm.variables), _values(fast.variables),
+                    rtol=1e-12, atol=1e-14)
+  assert not all(np.allclose(a, b) for a, b in zip(
+      _values(warm.weight_net.trainable_variables), exact_after))
+
+
+def test_fast_mode_recommended_is_one_switch():
+  clf = core._classifier(True)
+  model = mwn_tf.MetaWeightModel(clf, fast_mode="recommended")
+  from mwn_tf import fast_step  # pylint: disable=g-import-not-at-top
+  for option, value in fast_step.RECOMMENDED.items():
+    assert getattr(model, option) == value
+  assert model.get_config()["fast_mode"] == "recommended"
+  assert model.get_config()["virtual_layers"] is None  # as given
+  with pytest.raises(ValueError, match="^fast_mode .*virtual_layers"):
+    mwn_tf.MetaWeightModel(clf, fast_mode="recommended", virtual_layers=1)
+  with pytest.raises(ValueError, match="^fast_mode"):
+    mwn_tf.MetaWeightModel(clf, fast_mode="fast")
+
+
+def test_fast_options_validate():
+  clf = core._classifier(True)
+  with pytest.raises(ValueError, match="^hypergradient"):
+    mwn_tf.MetaWeightModel(clf, hypergradient="first_order")
+  with pytest.raises(ValueError, match="^fd_epsilon"):
+    mwn_tf.MetaWeightModel(clf, hypergradient="finite_difference",
+                           fd_epsilon=0.0)
+  with pytest.raises(ValueError, match="^exact_warmup_steps"):
+    mwn_tf.MetaWeightModel(clf, exact_warmup_steps=-1)
+
+
 def test_virtual_layers_validates():
   clf = core._classifier(True)
   with pytest.raises(ValueError, match="virtual_layers"):

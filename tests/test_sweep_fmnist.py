@@ -62,6 +62,39 @@ def test_fmnist_fast_dry_run_is_the_fast_mode_study():
     assert sum(f"fashion_mnist_{setting}.gin" in l for l in lines) == 8 * 3
 
 
+def test_fmnist_class_dry_run_is_the_class_aware_study():
+  proc = _sweep("fmnist_class", env={"DRY_RUN": "1",
+                                     "SWEEP_DIR": "/nonexistent"})
+  assert proc.returncode == 0, proc.stderr
+  lines = _commands(proc.stderr)
+  assert len(lines) == 3 * 3 * 3  # settings x methods x seeds
+  for setting in ("longtail_50", "flip_40", "longtail_50_flip_40"):
+    mine = [l for l in lines if f"/fashion_mnist_{setting}/" in l]
+    assert {l.split()[1].split("/")[3] for l in mine} == {
+        "baseline", "mwn", "mwn+classaware"}
+    assert all(f"--gin_file=gin/fashion_mnist_{setting}.gin" in l
+               for l in mine)
+  aware = [l for l in lines if "/mwn+classaware/" in l]
+  assert all("train_eval.weight_net\\ =\\ \\'class_aware\\'" in l
+             for l in aware) and len(aware) == 9
+
+
+def test_new_fast_tokens_bind_the_levers():
+  proc = _sweep("fmnist_fast", env={
+      "DRY_RUN": "1", "SWEEP_DIR": "/nonexistent", "SEEDS": "0",
+      "METHODS": "mwn+warm200+fd+last1 mwn+recommended"})
+  assert proc.returncode == 0, proc.stderr
+  lines = _commands(proc.stderr)
+  [levers] = [l for l in lines if "/mwn+warm200+fd+last1/" in l][:1]
+  for binding in ("train_eval.exact_warmup_steps\\ =\\ 200",
+                  "train_eval.hypergradient\\ =\\ "
+                  "\\'finite_difference\\'",
+                  "train_eval.virtual_layers\\ =\\ 1"):
+    assert binding in levers
+  assert any("train_eval.fast_mode\\ =\\ \\'recommended\\'" in l
+             for l in lines)
+
+
 @pytest.mark.parametrize("method", ["mwn+fast", "baseline+last1", "last1",
                                     "mwn+interval"])
 def test_unknown_method_exits_2(method):
@@ -179,6 +212,12 @@ def test_fast_mode_label():
                                         "meta_interval": 5}) == "+interval5"
   assert collect_results.fast_mode(
       "train_eval.meta_interval = 2\n") == "+interval2"
+  assert collect_results.fast_mode("", {
+      "virtual_layers": 1, "meta_interval": 2, "exact_warmup_steps": 200,
+      "hypergradient": "finite_difference", "fast_mode": "off"}) == (
+          "+warm200+fd+last1+interval2")
+  assert collect_results.fast_mode(
+      "train_eval.fast_mode = 'recommended'\n") == "+recommended"
 
 
 def test_accuracy_figures_one_per_setting(tmp_path):

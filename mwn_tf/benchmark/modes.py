@@ -9,6 +9,10 @@ TOKENS_HELP = """\
   exact        MW-Net, every option at its exact default.
   interval<k>  meta_interval=k: stages 1-2 every k steps.
   last<k>      virtual_layers=k: the virtual step moves the last k layers.
+  fd           hypergradient="finite_difference": no second-order pass.
+  warm<n>      exact_warmup_steps=n: the first n steps exact (a bench of a
+               few steps times the warm-up, not the fast phase).
+  recommended  fast_mode="recommended": the one switch.
   meta<m>      a meta batch of m samples (data option `meta_batch_size`).
   xla          compile(jit_compile=True).
   bf16, fp16   mixed_bfloat16 / mixed_float16 classifier (fp16 with loss
@@ -19,8 +23,8 @@ TOKENS_HELP = """\
 e.g. "exact+xla", "last1+interval2", "exact+meta25".
 """
 
-_TOKENS = ("plain", "exact", "interval<k>", "last<k>", "meta<m>", "xla",
-           "bf16", "fp16", "kerasbn")
+_TOKENS = ("plain", "exact", "interval<k>", "last<k>", "fd", "warm<n>",
+           "recommended", "meta<m>", "xla", "bf16", "fp16", "kerasbn")
 
 
 @dataclasses.dataclass
@@ -73,6 +77,12 @@ def parse_mode(name: str) -> Mode:
       mode.model_kwargs["meta_interval"] = int(token[8:])
     elif token.startswith("last") and token[4:].isdigit():
       mode.model_kwargs["virtual_layers"] = int(token[4:])
+    elif token == "fd":
+      mode.model_kwargs["hypergradient"] = "finite_difference"
+    elif token.startswith("warm") and token[4:].isdigit():
+      mode.model_kwargs["exact_warmup_steps"] = int(token[4:])
+    elif token == "recommended":
+      mode.model_kwargs["fast_mode"] = "recommended"
     elif token.startswith("meta") and token[4:].isdigit():
       mode.meta_batch_size = int(token[4:])
     else:
@@ -103,10 +113,7 @@ def describe(mode: str) -> str:
 def gin_bindings(mode: str, model: str = "mlp") -> List[str]:
   """The runner's gin bindings (`mwn_tf.main --gin_param`) for a mode."""
   m = parse_mode(mode)
-  names = {"method": "train_eval.method",
-           "meta_interval": "MetaWeightModel.meta_interval",
-           "virtual_layers": "MetaWeightModel.virtual_layers"}
-  out = [f"{names[k]} = {v!r}" for k, v in m.model_kwargs.items()]
+  out = [f"train_eval.{k} = {v!r}" for k, v in m.model_kwargs.items()]
   if m.compile_kwargs.get("jit_compile"):
     out.append("train_eval.jit_compile = True")
   if m.meta_batch_size:

@@ -32,6 +32,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from mwn_tf.choices import COLLAPSE_ACTIONS
+from mwn_tf.choices import FAST_MODES
+from mwn_tf.choices import HYPERGRADIENTS
 from mwn_tf.choices import META_OPTIMIZERS
 from mwn_tf.choices import METHODS
 from mwn_tf.choices import NORMALIZATIONS
@@ -229,6 +231,26 @@ SETTINGS = (
             help="None (exact) or k: the virtual step moves only the last k "
             "layers that own variables (1: the logits layer), at most the "
             "model's number of such layers."),
+    Setting("hypergradient", "str", "second_order",
+            **_one_of(HYPERGRADIENTS), group=_FAST, hparam=True,
+            passes_to="MetaWeightModel.hypergradient",
+            help="V's gradient through the virtual step: \"second_order\" "
+            "(exact) or \"finite_difference\" (two more forward passes of "
+            "the train batch instead of the second-order pass; exact up to "
+            "O(eps^2))."),
+    Setting("fd_epsilon", "float", 0.01, **_POSITIVE, group=_FAST,
+            passes_to="MetaWeightModel.fd_epsilon",
+            help="finite_difference: the step along the meta gradient's "
+            "direction (DARTS: 0.01)."),
+    Setting("exact_warmup_steps", "int", 0, **_int_at_least(0), group=_FAST,
+            hparam=True, passes_to="MetaWeightModel.exact_warmup_steps",
+            help="n: classifier steps [0, n) take the exact meta update; the "
+            "fast options above apply from step n on."),
+    Setting("fast_mode", "str", "off", **_one_of(FAST_MODES), group=_FAST,
+            hparam=True, passes_to="MetaWeightModel.fast_mode",
+            help="\"off\" (the fast options as set; by default the exact "
+            "step) or \"recommended\": the fast configuration docs/speed.md "
+            "recommends, one switch (leave the options above unset)."),
     Setting("jit_compile", "", "auto", **_one_of((True, False, "auto")),
             group=_ENGINEERING,
             help="XLA for the train step (\"auto\": Keras decides, on "

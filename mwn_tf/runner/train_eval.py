@@ -85,6 +85,10 @@ def train_eval(
     # Fast modes of the meta step (the defaults: the exact step).
     meta_interval: int = 1,
     virtual_layers: Optional[int] = None,
+    hypergradient: str = "second_order",
+    fd_epsilon: float = 0.01,
+    exact_warmup_steps: int = 0,
+    fast_mode: str = "off",
     # Engineering.
     jit_compile="auto",
     steps_per_execution: int = 1,

@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 import numpy as np
 import tensorflow as tf
 
-from mwn_tf.meta_model import per_sample_loss
+from mwn_tf.sample_weights import per_sample_loss
 
 # Per-sample fields a pass copies from the batches into its result.
 CARRIED = ("index", "label", "clean_label", "is_noisy")

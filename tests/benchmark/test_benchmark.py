@@ -113,7 +113,7 @@ def test_accuracy_task_runs_the_runner_and_reads_its_results(tmp_path,
   saved = json.load(open(tmp_path / "last1_seed0" / "results.json"))
   assert 100 * saved["final_epoch_test_accuracy"] == results[1].accuracies[0]
   table = accuracy.accuracy_markdown(results, command="python -m mwn_tf.bench")
-  assert "`MetaWeightModel.virtual_layers = 1`" in table
+  assert "`train_eval.virtual_layers = 1`" in table
 
 
 @pytest.mark.slow

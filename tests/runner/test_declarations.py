@@ -136,6 +136,17 @@ def test_hparams_keep_their_values():
      "train_eval.weight_net_hidden_units; bind "
      "train_eval.weight_net_hidden_units = (4,) instead."),
     (["train_eval.model = 'wide_resnet'", "wrn.depth = 3"], "wrn.depth"),
+    (["train_eval.hypergradient = 'first_order'"], "train_eval.hypergradient "
+     "must be one of 'second_order', 'finite_difference', got 'first_order'"),
+    (["train_eval.exact_warmup_steps = -5"], "train_eval.exact_warmup_steps "
+     "must be an integer >= 0"),
+    (["train_eval.fd_epsilon = 0.0"], "train_eval.fd_epsilon must be a "
+     "finite number > 0"),
+    (["train_eval.fast_mode = 'turbo'"], "train_eval.fast_mode must be one "
+     "of 'off', 'recommended'"),
+    (["train_eval.fast_mode = 'recommended'", "train_eval.meta_interval = 2"],
+     "train_eval.fast_mode = 'recommended' sets the fast options itself; "
+     "leave meta_interval at the exact default, or set fast_mode = 'off'."),
 ])
 def test_a_bad_fast_mode_is_one_line_before_anything_is_written(
     tmp_path, capsys, bindings, fix):
@@ -173,3 +184,42 @@ def test_fast_modes_reach_the_model_and_results(tmp_path, capsys,
   assert results["settings"]["virtual_layers"] == 1
   assert results["hparams"]["virtual_layers"] == 1
   assert "  meta_interval " in usage.help_text("p", "s", [], [])
+
+
+def test_the_new_levers_and_the_one_switch_reach_the_model_and_results(
+    tmp_path, capsys, monkeypatch):
+  built = {}
+  original = settings_lib.build_model
+
+  def spy(splits, settings):
+    built["model"] = original(splits, settings)
+    return built["model"]
+
+  monkeypatch.setattr(settings_lib, "build_model", spy)
+  status, _, err = call_main([
+      "--gin_file=gin/smoke.gin", f"--model_dir={tmp_path / 'levers'}",
+      "--gin_param=train_eval.hypergradient = 'finite_difference'",
+      "--gin_param=train_eval.exact_warmup_steps = 1",
+      "--gin_param=train_eval.virtual_layers = 1",
+      "--gin_param=train_eval.export = False"], capsys)
+  assert status == 0, err
+  model = built["model"]
+  assert (model.hypergradient, model.exact_warmup_steps,
+          model.virtual_layers) == ("finite_difference", 1, 1)
+  results = json.loads((tmp_path / "levers" / "results.json").read_text())
+  assert results["settings"]["hypergradient"] == "finite_difference"
+  assert results["settings"]["exact_warmup_steps"] == 1
+  status, _, err = call_main([
+      "--gin_file=gin/smoke.gin", f"--model_dir={tmp_path / 'switch'}",
+      "--gin_param=train_eval.fast_mode = 'recommended'",
+      "--gin_param=train_eval.export = False"], capsys)
+  assert status == 0, err
+  from mwn_tf import fast_step  # pylint: disable=g-import-not-at-top
+  for option, value in fast_step.RECOMMENDED.items():
+    assert getattr(built["model"], option) == value
+  results = json.loads((tmp_path / "switch" / "results.json").read_text())
+  assert results["settings"]["fast_mode"] == "recommended"
+  help_text = usage.help_text("p", "s", [], [])
+  for name in ("hypergradient", "fd_epsilon", "exact_warmup_steps",
+               "fast_mode"):
+    assert f"  {name} " in help_text
