@@ -40,9 +40,11 @@ Speed (measured in docs/speed.md): the exact step above costs two
 forward passes, three backward passes (stage 1, the meta batch, stage 3) and
 one second-order pass, which runs forward through the network like a JVP
 (∂L_meta/∂c_i = −α ∇θL_i · ∇θ̂L_meta is a per-sample directional
-derivative). Three options trade exactness for speed: `meta_interval`
-(stages 1-2 every k steps), `virtual_layers` (the virtual step moves the last
-layers only) and the data's smaller meta batch. Mixed precision
+derivative). Options trade exactness for speed: `meta_interval` (stages 1-2
+every k steps), `virtual_layers` (the virtual step moves the last layers
+only), `hypergradient="finite_difference"` (no second-order pass;
+`mwn_tf.hypergradient`), `exact_warmup_steps` (exact first) and the data's
+smaller meta batch; `fast_mode="recommended"` picks them. Mixed precision
 (mixed_bfloat16, or mixed_float16 with loss scaling through the second-order
 path) is supported; see `MetaWeightModel`. Their helpers: `mwn_tf.fast_step`.
 """
@@ -53,6 +55,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from mwn_tf import batches
 from mwn_tf import fast_step
 from mwn_tf import hypergradient as hypergradient_lib
 from mwn_tf.choices import FAST_MODES
@@ -70,28 +73,6 @@ from mwn_tf.sample_weights import effective_sample_size
 from mwn_tf.sample_weights import loss_coefficients
 from mwn_tf.sample_weights import per_sample_loss  # re-exported: its old home
 from mwn_tf.weight_net import WeightNet
-
-
-def _unpack_batch(batch, where):
-  """(images, labels, is_noisy or None) from a dict or an (x, y) tuple."""
-  if isinstance(batch, dict):
-    missing = {"image", "label"} - set(batch)
-    if missing:
-      raise ValueError(
-          f"The {where} batch dict lacks {sorted(missing)}; it has "
-          f"{sorted(batch)}. Batches are dicts with 'image' and 'label' "
-          f"(optionally 'index', 'is_noisy'), or (x, y) tuples.")
-    return batch["image"], batch["label"], batch.get("is_noisy")
-  if isinstance(batch, (tuple, list)) and len(batch) == 2 and not isinstance(
-      batch[0], (dict, tuple, list)):
-    return batch[0], batch[1], None
-  raise TypeError(
-      f"Cannot read the {where} batch: expected a dict with 'image' and "
-      f"'label' or an (x, y) tuple, got {tf.nest.map_structure(_spec, batch)}.")
-
-
-def _spec(t):
-  return getattr(t, "shape", type(t).__name__)
 
 
 @keras.saving.register_keras_serializable(package="mwn_tf")
@@ -619,8 +600,9 @@ class MetaWeightModel(keras.Model):
     return tf.add_n(reg) if reg else 0.0
 
   def test_step(self, data):
-    x, y, _ = _unpack_batch(data, "evaluation")
-    y = self._check_labels(y)
+    x, y, _ = batches.unpack_batch(data, "evaluation")
+    y = batches.check_labels(y, self.num_classes if self.check_labels else
+                             None)
     logits = self.classifier(x, training=False)
     m = self._train_metrics
     m["loss"].update_state(per_sample_loss(y, logits))
@@ -629,52 +611,14 @@ class MetaWeightModel(keras.Model):
 
   # --------------------------------------------------------------------------
   def _read_pair(self, data):
-    """Validates a (train_batch, meta_batch) element at trace time."""
-    pair_ok = isinstance(data, (tuple, list)) and len(data) == 2 and all(
-        isinstance(b, (dict, tuple, list)) for b in data)
-    if not pair_ok:
-      if self.method == "baseline":
-        data = (data, data)
-      else:
-        raise TypeError(
-            "MetaWeightModel.fit() needs elements (train_batch, meta_batch), "
-            "each a dict with 'image' and 'label' or an (x, y) tuple; got "
-            f"{tf.nest.map_structure(_spec, data)}. Build them with "
-            "mwn_tf.data.get(...).train_and_meta(...) or "
-            "tf.data.Dataset.zip((train, meta.repeat())).")
-    x, y, noisy = _unpack_batch(data[0], "train")
-    x_meta, y_meta, _ = _unpack_batch(data[1], "meta")
-    if x.shape[1:] != x_meta.shape[1:]:
-      raise ValueError(
-          f"Train images have shape {x.shape} but meta images {x_meta.shape}; "
-          "both must have the classifier's input shape.")
-    if noisy is not None:
+    """((x, y, is_noisy or None), (x_meta, y_meta)) of a fit() element,
+    validated at trace time (`mwn_tf.batches`)."""
+    train, meta = batches.read_pair(data, self.method)
+    if train[2] is not None:
       self._noise_flag_seen = True
-    return (x, self._check_labels(y), noisy), (x_meta,
-                                               self._check_labels(y_meta))
-
-  def _check_labels(self, y):
-    if y.shape.rank == 2 and y.shape[-1] == 1:
-      y = tf.squeeze(y, -1)
-    if y.shape.rank != 1:
-      raise ValueError(f"Labels must be class ids of shape [batch], got "
-                       f"shape {y.shape} (one-hot labels are not supported).")
-    if not y.dtype.is_integer:
-      raise TypeError(f"Labels must be integer class ids, got {y.dtype}.")
-    if self.check_labels and self.num_classes:
-      checks = [
-          tf.debugging.assert_non_negative(
-              y, message="Negative class id in the labels."),
-          tf.debugging.assert_less(
-              y, tf.cast(self.num_classes, y.dtype),
-              message=(f"Label out of range: the classifier has "
-                       f"{self.num_classes} outputs; check the dataset's "
-                       f"num_classes.")),
-      ]
-      # Gate every use of y on the checks, or the loss op may fail first.
-      with tf.control_dependencies(checks):
-        y = tf.identity(y)
-    return y
+    check = (lambda y: batches.check_labels(
+        y, self.num_classes if self.check_labels else None))
+    return (train[0], check(train[1]), train[2]), (meta[0], check(meta[1]))
 
 
 # Registered this way (not with @gin.configurable on the class) because Keras 3

@@ -3,7 +3,7 @@
   1  mwn_tf.errors, mwn_tf.choices, mwn_tf.console (the entry points'
      quiet console)                      import nothing of the package
   2  the model stack: data, models, weight_net, replicas, fast_step,
-     hypergradient,
+     hypergradient, batches,
      sample_weights, meta_model (the algorithm)
   3  mwn_tf.shared: what the runner and the analysis both use (the
      per-sample pass, the figures)
@@ -33,6 +33,7 @@ FLOORS = {
     "mwn_tf.data": 2, "mwn_tf.models": 2, "mwn_tf.weight_net": 2,
     "mwn_tf.replicas": 2, "mwn_tf.fast_step": 2, "mwn_tf.meta_model": 2,
     "mwn_tf.sample_weights": 2, "mwn_tf.hypergradient": 2,
+    "mwn_tf.batches": 2,
     "mwn_tf.shared": 3,
     "mwn_tf.runner": 4,
     "mwn_tf.analysis": 5, "mwn_tf.benchmark": 5,
