@@ -9,7 +9,10 @@ from mwn_tf.benchmark.step_time import Result
 from mwn_tf.benchmark.step_time import result_from_rounds
 
 PASSES = ("plain: F + B", "F + B1", "F + B1 + B3",
-          "F + B1 + Fm + Bm + B3", "exact: + second order")
+          "F + B1 + Fm + Bm + B3", "exact: + second order",
+          "top-k floor: F + B + Fm")
+# The row whose added cost is taken against plain, not the row above it.
+_FROM_PLAIN = "top-k floor: F + B + Fm"
 
 
 def pass_breakdown(model: str = "resnet32", batch_size: int = 100,
@@ -30,8 +33,16 @@ def pass_breakdown(model: str = "resnet32", batch_size: int = 100,
     F + B1 + Fm + Bm + B3     plus stage 2's meta forward and backward
                               (w.r.t. the virtual weights, first order);
     exact: + second order     V's meta-gradient through stage 1, as the
-                              step takes it.
-  Differences between rows are the passes' costs.
+                              step takes it;
+    top-k floor: F + B + Fm   the plain step plus one forward of the meta
+                              batch without a tape: what `virtual_layers`
+                              cannot go below (the meta batch must pass
+                              through the lower layers once), so a
+                              `last<k>` step near it already computes the
+                              lower activations once and backpropagates
+                              only through the top layers.
+  Differences between rows are the passes' costs (the floor's: against
+  plain).
 
   Args:
     model: Registry name of the classifier.
@@ -97,7 +108,12 @@ def _pass_functions(model, batch_size, input_shape, num_classes, seed):
       tape, _, _, reg, losses = net.train_forward(theta, state, x, y)
       if not virtual:  # The baseline's c_i = 1/n.
         coeffs = loss_coefficients(tf.ones_like(losses), "none")
-        return net.actual_gradients(tape, losses, reg, theta, coeffs)
+        grads = net.actual_gradients(tape, losses, reg, theta, coeffs)
+        if meta:  # the top-k floor: one meta forward, no tape
+          logits, _ = net.classifier.stateless_call(theta, state, xm,
+                                                    training=True)
+          grads = grads + [tf.reduce_sum(logits)]
+        return grads
       with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
         if second_order:
           meta_tape.watch(phi)
@@ -120,7 +136,8 @@ def _pass_functions(model, batch_size, input_shape, num_classes, seed):
                            passes(True, False, False, False),
                            passes(True, True, False, False),
                            passes(True, True, True, False),
-                           passes(True, True, True, True))))
+                           passes(True, True, True, True),
+                           passes(False, False, True, False))))
 
 
 def passes_markdown(results: Sequence[Result], *, command: str) -> str:
@@ -128,9 +145,11 @@ def passes_markdown(results: Sequence[Result], *, command: str) -> str:
   lines = [f"`{command}`", "",
            "| passes | ms (median) | range | × plain (median) | added by this "
            "row (ms) |", "|---|---:|---:|---:|---:|"]
-  previous = None
+  previous = plain = None
   for r in results:
-    added = "" if previous is None else f"{r.ms - previous:+.0f}"
+    base = plain if r.mode == _FROM_PLAIN else previous
+    added = "" if base is None else f"{r.ms - base:+.0f}"
+    plain = r.ms if plain is None else plain
     lines.append(f"| {r.mode} | {r.ms:.0f} | {r.ms_range[0]:.0f}–"
                  f"{r.ms_range[1]:.0f} | {r.ratio:.2f} | {added} |")
     previous = r.ms

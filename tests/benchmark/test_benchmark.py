@@ -62,6 +62,9 @@ def test_pass_breakdown_smoke_reports_every_pass():
   table = passes.passes_markdown(results, command="python -m mwn_tf.bench")
   rows = [l for l in table.splitlines() if l.startswith("| ")][1:]
   assert [row.split(" | ")[0][2:] for row in rows] == list(passes.PASSES)
+  # The top-k floor's added cost is against plain, not the exact row above.
+  floor_added = rows[-1].split(" | ")[-1].strip(" |")
+  assert floor_added == f"{results[-1].ms - results[0].ms:+.0f}"
 
 
 def test_conv_floor_smoke_counts_every_conv_kernel():
