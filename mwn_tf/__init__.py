@@ -3,6 +3,7 @@
 Public API:
   MetaWeightModel: a keras.Model whose train_step is the three-stage MW-Net step.
   WeightNet: the weighting MLP V (loss -> weight in (0, 1)).
+  ClassAwareWeightNet: CMW-Net's class-aware V ((loss, label) -> weight).
   data.get(name, ...): datasets with label noise, long tails and clean meta sets.
   models.get(name, ...): the paper's classifiers.
 
@@ -17,11 +18,13 @@ import importlib
 _LAZY = {
     "MetaWeightModel": ("mwn_tf.meta_model", "MetaWeightModel"),
     "WeightNet": ("mwn_tf.weight_net", "WeightNet"),
+    "ClassAwareWeightNet": ("mwn_tf.weight_net", "ClassAwareWeightNet"),
     "data": ("mwn_tf.data", None),
     "models": ("mwn_tf.models", None),
 }
 
-__all__ = ["MetaWeightModel", "WeightNet", "data", "models"]
+__all__ = ["MetaWeightModel", "WeightNet", "ClassAwareWeightNet", "data",
+           "models"]
 
 
 def __getattr__(name: str):

@@ -11,6 +11,8 @@ METHODS = ("mwn", "baseline")
 NORMALIZATIONS = ("none", "sum")
 # MetaWeightModel(virtual_step=...): all-reduced ("global") or per replica.
 VIRTUAL_STEPS = ("global", "local")
+# train_eval.weight_net: the paper's V, or CMW-Net's class-aware V.
+WEIGHT_NETS = ("mlp", "class_aware")
 # train_eval.meta_optimizer: V's optimiser.
 META_OPTIMIZERS = ("adam", "sgd")
 # What the weight-collapse guard does when it fires (runner/collapse.py).

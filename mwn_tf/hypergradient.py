@@ -42,7 +42,8 @@ def finite_difference(model, tape, losses, values, train, meta, phi,
   theta, state = values
   total = model.stage_sum()
   # θ̂ with V's coefficients as constants: no tape watches Θ here.
-  fast_theta = model.virtual_weights(tape, losses, theta, 1, virtual)
+  fast_theta = model.virtual_weights(tape, losses, train[1], theta, 1,
+                                     virtual)
   moving = [fast_theta[i] for i in virtual]
   with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
     meta_tape.watch(moving)
@@ -66,7 +67,8 @@ def finite_difference(model, tape, losses, values, train, meta, phi,
   alpha = tf.cast(model.optimizer.learning_rate, losses.dtype)
   with tf.GradientTape(watch_accessed_variables=False) as v_tape:
     v_tape.watch(phi)
-    coeffs = loss_coefficients(model.weights_for(tf.stop_gradient(losses)),
-                               model.normalize_weights, total)
+    coeffs = loss_coefficients(
+        model.weights_for(tf.stop_gradient(losses), train[1]),
+        model.normalize_weights, total)
     surrogate = -alpha * tf.reduce_sum(coeffs * slopes)
   return v_tape.gradient(surrogate, phi), meta_losses, meta_logits

@@ -112,6 +112,8 @@ class MetaWeightModel(keras.Model):
     classifier: A built `keras.Model` mapping images to logits
       `[batch, num_classes]`.
     weight_net: The weighting MLP V; defaults to the paper's `WeightNet()`.
+      A V whose `takes_labels` is True (`ClassAwareWeightNet`) is fed
+      `(losses, labels)` wherever V is called (`weights_for`).
     method: "mwn" (the three stages) or "baseline" (every weight 1, no meta
       stage: plain training through the same model and pipeline).
     normalize_weights: "sum" or "none", see above.
@@ -397,10 +399,18 @@ class MetaWeightModel(keras.Model):
       inputs = inputs["image"]
     return self.classifier(inputs, training=training)
 
-  def weights_for(self, losses):
-    """V's weights for per-sample losses: `[batch]` -> `[batch]`, in the
-    losses' dtype (a V with a mixed policy computes in another)."""
-    weights = self.weight_net(tf.reshape(losses, [-1, 1]))
+  def weights_for(self, losses, labels=None):
+    """V's weights for per-sample `losses` `[batch]` of samples labelled
+    `labels` `[batch]` (read by a class-aware V only, which needs them):
+    `[batch]`, in the losses' dtype (a V with a mixed policy computes in
+    another)."""
+    inputs = tf.reshape(losses, [-1, 1])
+    if getattr(self.weight_net, "takes_labels", False):
+      if labels is None:
+        raise ValueError(f"{type(self.weight_net).__name__} weighs a loss by "
+                         "its label: call weights_for(losses, labels).")
+      inputs = (inputs, tf.reshape(labels, [-1]))
+    weights = self.weight_net(inputs)
     return tf.cast(tf.reshape(weights, [-1]), losses.dtype)
 
   # --------------------------------------------------------------------------
@@ -444,7 +454,7 @@ class MetaWeightModel(keras.Model):
         with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
           meta_tape.watch(phi)
           # Stage 1: virtual step θ̂(Θ) = θ − α ∇θ Σ c_i(Θ) L_i(θ).
-          fast_theta = self.virtual_weights(tape, losses, theta, scale,
+          fast_theta = self.virtual_weights(tape, losses, y, theta, scale,
                                             virtual)
           # Stage 2: meta loss of the virtual classifier on the clean batch.
           meta_loss, meta_losses, meta_logits = self.meta_objective(
@@ -466,7 +476,7 @@ class MetaWeightModel(keras.Model):
 
     # Stage 3: weights from the updated V, no gradient; the actual update
     # reuses stage 1's forward (same θ, same batch) through the kept tape.
-    weights = tf.stop_gradient(self.weights_for(tf.stop_gradient(losses)))
+    weights = tf.stop_gradient(self.weights_for(tf.stop_gradient(losses), y))
     coeffs = loss_coefficients(weights, self.normalize_weights)
     grads = self.actual_gradients(tape, losses, reg, theta, coeffs, scale)
     del tape
@@ -492,19 +502,21 @@ class MetaWeightModel(keras.Model):
       losses = per_sample_loss(y, logits)
     return tape, logits, new_state, reg, losses
 
-  def virtual_weights(self, tape, losses, theta, scale=1, virtual=None):
+  def virtual_weights(self, tape, losses, labels, theta, scale=1,
+                      virtual=None):
     """Stage 1: θ̂(Θ) = θ − α_t ∇θ Σ c_i(Θ) L_i(θ), a list like `theta`.
 
     Plain SGD at the classifier optimizer's current rate on the variables
     `virtual` (indices into `theta`; default: the `virtual_layers` ones),
     through `train_forward`'s `tape` and its `[n]` `losses` (fed to V
-    detached); `scale`: the classifier's loss scale. Differentiable w.r.t.
-    V when an enclosing tape watches it."""
+    detached, with the `[n]` `labels`); `scale`: the classifier's loss
+    scale. Differentiable w.r.t. V when an enclosing tape watches it."""
     virtual = self._virtual if virtual is None else virtual
     alpha = self.optimizer.learning_rate  # α_t: the schedule's current value
     total = self.stage_sum()
     moving = [theta[i] for i in virtual]  # all of θ unless fast
-    coeffs = loss_coefficients(self.weights_for(tf.stop_gradient(losses)),
+    coeffs = loss_coefficients(self.weights_for(tf.stop_gradient(losses),
+                                                labels),
                                self.normalize_weights, total)
     grads = total(tape.gradient(
         losses, moving, output_gradients=fast_step.scaled([coeffs], scale)[0]))

@@ -44,11 +44,18 @@ def _pair_dataset(x, y, xm, ym, steps=1):
   return tf.data.Dataset.zip((train, meta))
 
 
+# A class-aware V's clusters for the K classes: heads 0 and 2 of one class
+# each, head 1 of two.
+CLUSTER_MAP = (0, 1, 1, 2)
+
+
 def _model(batchnorm, mode, *, lr=0.5, meta_opt=None, wd=0.0, meta_wd=0.0,
-           hidden=(100,), momentum=0.0):
+           hidden=(100,), momentum=0.0, class_aware=False):
   clf = _classifier(batchnorm)
   keras.utils.set_random_seed(7)
-  vnet = mwn_tf.WeightNet(hidden_units=hidden, dtype="float64")
+  vnet = (mwn_tf.ClassAwareWeightNet(CLUSTER_MAP, hidden_units=hidden,
+                                     dtype="float64") if class_aware else
+          mwn_tf.WeightNet(hidden_units=hidden, dtype="float64"))
   model = mwn_tf.MetaWeightModel(clf, vnet, normalize_weights=mode,
                                  weight_decay=wd, meta_weight_decay=meta_wd)
   model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum),
@@ -165,12 +172,17 @@ def central_differences(f, params, eps):
 
 
 # ----------------------------------------------------------------- tests --
+@pytest.mark.parametrize("class_aware", [False, True])
 @pytest.mark.parametrize("batchnorm", [False, True])
-def test_meta_gradient_matches_central_finite_differences(batchnorm):
-  """∇Θ L_meta(θ̂(Θ)) from the nested tapes vs central differences, float64."""
+def test_meta_gradient_matches_central_finite_differences(batchnorm,
+                                                         class_aware):
+  """∇Θ L_meta(θ̂(Θ)) from the nested tapes vs central differences, float64;
+  for the paper's V and for a class-aware V (each sample's weight from its
+  label's cluster head, so every head gets its own clusters' gradient)."""
   x, y, xm, ym = _data()
   alpha, eps = 0.5, 1e-6
-  model = _model(batchnorm, "sum", lr=alpha, hidden=(6,))
+  model = _model(batchnorm, "sum", lr=alpha, hidden=(6,),
+                 class_aware=class_aware)
   theta = [v.numpy() for v in model.classifier.trainable_variables]
   phi0 = _numpy_vars(model.weight_net.trainable_variables)
   state = [v.numpy() for v in model.classifier.non_trainable_variables]
@@ -181,8 +193,9 @@ def test_meta_gradient_matches_central_finite_differences(batchnorm):
       tape.watch(theta_t := [tf.constant(t) for t in theta])
       logits, _ = clf.stateless_call(theta_t, state, x, training=True)
       losses = keras.ops.sparse_categorical_crossentropy(y, logits, True)
+      v_in = tf.reshape(losses, [-1, 1])
       w, _ = vnet.stateless_call([tf.constant(p) for p in phi], [],
-                                 tf.reshape(losses, [-1, 1]))
+                                 (v_in, y) if class_aware else v_in)
       w = tf.stop_gradient(tf.reshape(w, [-1]))
       total = tf.reduce_sum(w / tf.reduce_sum(w) * losses)
     grads = tape.gradient(total, theta_t)
@@ -198,6 +211,9 @@ def test_meta_gradient_matches_central_finite_differences(batchnorm):
   got = [before - after for before, after in
          zip(phi0, _numpy_vars(model.weight_net.trainable_variables))]
   assert max(np.abs(g).max() for g in expected) > 1e-4  # not a vacuous test
+  if class_aware:  # every head is used by this batch, and gets a gradient
+    assert set(CLUSTER_MAP[c] for c in y) == {0, 1, 2}
+    assert (np.abs(expected[-2]).max(axis=0) > 1e-6).all()
   for e, g in zip(expected, got):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-9)
 

@@ -117,7 +117,7 @@ def _pass_functions(model, batch_size, input_shape, num_classes, seed):
       with tf.GradientTape(watch_accessed_variables=False) as meta_tape:
         if second_order:
           meta_tape.watch(phi)
-        out = fast = net.virtual_weights(tape, losses, theta)
+        out = fast = net.virtual_weights(tape, losses, y, theta)
         if meta:
           if not second_order:
             meta_tape.watch(fast)
@@ -125,7 +125,8 @@ def _pass_functions(model, batch_size, input_shape, num_classes, seed):
       if meta:
         out = meta_tape.gradient(meta_loss, phi if second_order else fast)
       if stage3:
-        weights = tf.stop_gradient(net.weights_for(tf.stop_gradient(losses)))
+        weights = tf.stop_gradient(
+            net.weights_for(tf.stop_gradient(losses), y))
         out = out + net.actual_gradients(
             tape, losses, reg, theta,
             loss_coefficients(weights, net.normalize_weights))

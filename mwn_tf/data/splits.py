@@ -297,6 +297,16 @@ class DataSplits:
     `[H, W, C]` arrays, or a file's bytes for encoded sources."""
     return self.train_source.images_of(np.asarray(index, np.int64))
 
+  def train_label_counts(self) -> np.ndarray:
+    """`[K]` training samples per class by the labels trained on (the noisy
+    ones; `class_counts` counts clean labels where they are known). Sources
+    without label arrays (Clothing1M) count their given labels in
+    `class_counts` already."""
+    if self.arrays is not None and "train" in self.arrays:
+      return np.bincount(np.asarray(self.arrays["train"]["label"]),
+                         minlength=self.num_classes)
+    return np.asarray(self.class_counts)
+
   def steps_per_epoch(self, global_batch_size: int) -> int:
     """Full train batches per epoch (drop_remainder); equal for every shard."""
     return self.num_train // int(global_batch_size)

@@ -37,6 +37,7 @@ from mwn_tf.choices import HYPERGRADIENTS
 from mwn_tf.choices import META_OPTIMIZERS
 from mwn_tf.choices import METHODS
 from mwn_tf.choices import NORMALIZATIONS
+from mwn_tf.choices import WEIGHT_NETS
 from mwn_tf.errors import ConfigError
 
 
@@ -126,6 +127,12 @@ def _widths(v) -> bool:
   return _is_list(v) and len(v) > 0 and all(_is_int(u) and u >= 1 for u in v)
 
 
+def _cluster_map(v) -> bool:
+  # Its length is checked against the dataset's classes once it is loaded.
+  return v is None or (_is_list(v) and len(v) > 0 and all(
+      _is_int(c) and c >= 0 for c in v) and set(v) == set(range(max(v) + 1)))
+
+
 _BOOL = dict(accepts=_is_bool, expected="True or False")
 _POSITIVE = dict(accepts=lambda v: _is_number(v) and math.isfinite(v) and v > 0,
                  expected="a finite number > 0")
@@ -201,6 +208,23 @@ SETTINGS = (
             "a non-empty list of integers >= 1, e.g. (100,)", group=_V,
             hparam=True, passes_to="WeightNet.hidden_units",
             help="hidden widths of V (the paper: (100,))."),
+    Setting("weight_net", "str", "mlp", **_one_of(WEIGHT_NETS), group=_V,
+            hparam=True,
+            help="\"mlp\" (the paper's V: loss -> weight) or "
+            "\"class_aware\" (CMW-Net's: a shared hidden layer and one "
+            "output head per class cluster, picked by the label; "
+            "docs/class_aware.md)."),
+    Setting("weight_net_clusters", "int", 3, **_int_at_least(1), group=_V,
+            hparam=True,
+            help="class_aware: k-means clusters of the classes by their "
+            "noisy training counts (CMW-Net: 3; fewer if fewer distinct "
+            "counts)."),
+    Setting("weight_net_cluster_map", "Optional[Sequence[int]]", None,
+            _cluster_map, "None (k-means) or a tuple of cluster ids, one per "
+            "class, using every id from 0 to its largest, e.g. (0, 0, 1)",
+            group=_V,
+            help="class_aware: the cluster of each class id, instead of "
+            "k-means (then weight_net_clusters is not read)."),
     Setting("normalize_weights", "str", "sum", **_one_of(NORMALIZATIONS),
             group=_V, hparam=True,
             passes_to="MetaWeightModel.normalize_weights",

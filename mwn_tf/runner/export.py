@@ -8,6 +8,7 @@ Both exports load with plain TensorFlow, no mwn_tf needed:
     out["top_class"], out["probabilities"], out["class_names"]
     weight_net = tf.saved_model.load("runs/quickstart/export/weight_net")
     weights = weight_net.serve(losses)["weights"]   # [b] or [b, 1]
+    weights = weight_net.serve(losses, labels)["weights"]  # class-aware V
 
 `serve` takes images preprocessed as the training pipeline feeds the
 classifier and is also the `serving_default` signature (TF Serving,
@@ -326,22 +327,38 @@ def export_weight_net(weight_net: keras.Model, path: str) -> str:
   """Writes the weighting net V as a SavedModel: losses -> weights.
 
   Args:
-    weight_net: `WeightNet` mapping `[b, 1]` losses to `[b, 1]` weights.
+    weight_net: `WeightNet` mapping `[b, 1]` losses to `[b, 1]` weights, or
+      a V with `takes_labels` (`ClassAwareWeightNet`): `([b, 1] losses,
+      [b] labels)` to `[b, 1]` weights.
     path: Destination folder (replaced atomically if it exists).
 
   Returns:
     `path`. The SavedModel's `serve(losses)` takes float32 losses of any
-    shape (`[b]` or `[b, 1]`) and returns the weights in the same shape.
+    shape (`[b]` or `[b, 1]`) and returns the weights in the same shape; a
+    class-aware V's is `serve(losses, labels)`, with int32 class ids
+    `labels` of the losses' shape, and its `cluster_map()` returns
+    `cluster_map` `[K]`, each class id's cluster.
   """
   archive = keras.export.ExportArchive()
   archive.track(weight_net)
+  losses_spec = tf.TensorSpec(None, tf.float32, name="losses")
 
-  def serve(losses):
-    flat = tf.reshape(tf.cast(losses, tf.float32), [-1, 1])
-    weights = tf.cast(weight_net(flat, training=False), tf.float32)
+  def weigh(losses, inputs):
+    weights = tf.cast(weight_net(inputs, training=False), tf.float32)
     return {"weights": tf.reshape(weights, tf.shape(losses))}
 
-  archive.add_endpoint(
-      "serve", serve,
-      input_signature=[tf.TensorSpec(None, tf.float32, name="losses")])
+  if getattr(weight_net, "takes_labels", False):
+    archive.add_endpoint(
+        "serve", lambda losses, labels: weigh(losses, (
+            tf.reshape(losses, [-1, 1]), tf.reshape(labels, [-1]))),
+        input_signature=[losses_spec,
+                         tf.TensorSpec(None, tf.int32, name="labels")])
+    # What the analysis needs to draw one curve per cluster.
+    archive.add_endpoint(
+        "cluster_map", lambda: {"cluster_map": tf.constant(
+            list(weight_net.cluster_map), tf.int32)}, input_signature=[])
+  else:
+    archive.add_endpoint(
+        "serve", lambda losses: weigh(losses, tf.reshape(losses, [-1, 1])),
+        input_signature=[losses_spec])
   return _write_atomically(archive, path)

@@ -28,6 +28,7 @@ from tensorboard.summary.writer import event_file_writer
 from mwn_tf.runner import declarations
 from mwn_tf.runner.checkpointing import RunState
 from mwn_tf.shared import figures
+from mwn_tf.weight_net import curve_labels
 
 
 # Log key of MetaWeightModel -> TensorBoard tag.
@@ -307,9 +308,16 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._scalars(logs or {}, step)
 
   def curve(self) -> np.ndarray:
-    """`[201, 2]` (loss, weight) of V on [0, curve_max_loss]."""
-    weights = np.asarray(self.model.weights_for(tf.constant(self._grid)))
-    return np.stack([self._grid, weights.astype(np.float32)], axis=1)
+    """`[201, 1 + C]`: losses on [0, curve_max_loss], then V's weight at
+    each for its C curves: 1 for the paper's V, one per class cluster for a
+    class-aware V (`weight_net.curve_labels`), cluster 0 first."""
+    grid = tf.constant(self._grid)
+    columns = [self._grid]
+    for label in curve_labels(self.model.weight_net):
+      labels = None if label is None else tf.fill(tf.shape(grid), label)
+      columns.append(np.asarray(self.model.weights_for(grid, labels),
+                                np.float32))
+    return np.stack(columns, axis=1)
 
   def on_epoch_end(self, epoch, logs=None):
     logs = dict(logs or {})
@@ -343,12 +351,7 @@ class TrainingMonitor(keras.callbacks.Callback):
       if self._mwn:
         curve = self.curve()
         record["curve"] = np.round(curve[::10], 5).tolist()
-        figures.summary("meta/weighting_function", figures.weighting_function(
-            curve[:, 0], curve[:, 1], context=self._context(epoch + 1)), step)
-        for probe in CURVE_PROBES:
-          if probe <= self._grid[-1]:
-            tf.summary.scalar(f"meta/weight_at_loss/{probe:g}", float(
-                np.interp(probe, curve[:, 0], curve[:, 1])), step=step)
+        self._curve_summaries(curve, epoch, step)
       last = epoch + 1 >= self._total_epochs
       if last or (self._sample_every and (epoch + 1) % self._sample_every == 0):
         record["samples"] = self._sample_summaries(epoch, step)
@@ -358,6 +361,20 @@ class TrainingMonitor(keras.callbacks.Callback):
     self._log(record, best)
     if self._on_epoch_recorded is not None:
       self._on_epoch_recorded()
+
+  def _curve_summaries(self, curve, epoch, step) -> None:
+    """V's weighting curves (`curve()`) as one figure and as scalars at
+    `CURVE_PROBES`; a class-aware V's per cluster (`.../cluster_<c>`)."""
+    names = figures.cluster_names(curve.shape[1] - 1)
+    figures.summary("meta/weighting_function", figures.weighting_function(
+        curve[:, 0], curve[:, 1:], curve_names=names,
+        context=self._context(epoch + 1)), step)
+    for c, name in enumerate(names or [None]):
+      suffix = "" if name is None else f"/cluster_{c}"
+      for probe in CURVE_PROBES:
+        if probe <= self._grid[-1]:
+          tf.summary.scalar(f"meta/weight_at_loss/{probe:g}{suffix}", float(
+              np.interp(probe, curve[:, 0], curve[:, 1 + c])), step=step)
 
   def _sample_summaries(self, epoch, step) -> dict:
     arrays = self._sample_pass(self._sample_data())

@@ -9,7 +9,8 @@ A run's folder (`model_dir`) holds:
   results.json            test accuracies (final and best epoch), noise rate,
                           seed, data summary, resolved settings, history;
                           rewritten each epoch
-  weight_curve.csv        the final weighting function: loss,weight (MW-Net)
+  weight_curve.csv        the final weighting function: loss,weight (MW-Net;
+                          class-aware V: loss,weight_cluster_0,...)
   sample_weights.npz      per training sample: index, label, clean_label,
                           is_noisy, loss, weight (final model)
   export/classifier       SavedModel: images -> class probabilities
@@ -317,7 +318,13 @@ def _npz_bytes(arrays: dict) -> bytes:
 
 
 def _curve_csv(curve: np.ndarray) -> str:
-  return "loss,weight\n" + "".join(f"{l:.6g},{w:.6g}\n" for l, w in curve)
+  """`[p, 1 + C]` (loss, C weights) as CSV: `loss,weight` for one curve,
+  `loss,weight_cluster_0,...` for a class-aware V's C > 1."""
+  header = ["loss"] + (["weight"] if curve.shape[1] == 2 else
+                       [f"weight_cluster_{c}" for c in range(curve.shape[1]
+                                                              - 1)])
+  return ",".join(header) + "\n" + "".join(
+      ",".join(f"{v:.6g}" for v in row) + "\n" for row in curve)
 
 
 class Writer:

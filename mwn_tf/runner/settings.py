@@ -18,16 +18,19 @@ import os
 import re
 from typing import List, Sequence
 
+from absl import logging
 import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mwn_tf import class_clusters as clusters_lib
 from mwn_tf import data as data_lib
 from mwn_tf import models as models_lib
 from mwn_tf.errors import ConfigError  # noqa: F401  (also `settings.ConfigError`)
 from mwn_tf.meta_model import MetaWeightModel
 from mwn_tf.runner import declarations
+from mwn_tf.weight_net import ClassAwareWeightNet
 from mwn_tf.weight_net import WeightNet
 
 
@@ -103,6 +106,10 @@ def check_settings(settings: dict) -> None:
     raise ScheduleBeyondRun(f"train_eval.lr_decay_steps must be in [1, "
                             f"train_steps={steps}], got {decay!r}.", "steps",
                             decay, steps)
+  if get("weight_net") == "mlp" and get("weight_net_cluster_map") is not None:
+    raise ConfigError("train_eval.weight_net_cluster_map is read only with "
+                      "train_eval.weight_net = 'class_aware'; bind that too, "
+                      "or leave the map unbound.")
   # Global batches are split evenly over the replicas.
   strategy = get("strategy")
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -308,10 +315,49 @@ def lr_schedule(learning_rate: float, boundaries: Sequence[int],
       [int(b) - 1 for b in boundaries], values)
 
 
-def build_model(splits, settings: dict):
+def class_clusters(splits, settings: dict):
+  """The class clusters of a class-aware V (None for `weight_net="mlp"`):
+  `train_eval.weight_net_cluster_map`, else k-means on the noisy training
+  counts (`class_clusters.cluster_map_from_counts`, seeded by `seed`).
+
+  Returns:
+    None or a dict for results.json: `cluster_map` `[K]`, `source` (the
+    binding or "k-means"), `class_counts` `[K]` (noisy labels) and
+    `clusters` (per cluster: its classes and training samples).
+
+  Raises:
+    ConfigError: the map does not have one entry per class.
+  """
+  if settings["weight_net"] != "class_aware":
+    return None
+  counts = splits.train_label_counts()
+  given = settings["weight_net_cluster_map"]
+  if given is not None:
+    try:
+      cluster_map = clusters_lib.check_cluster_map(given, splits.num_classes)
+    except ValueError as e:
+      raise ConfigError(f"train_eval.weight_net_cluster_map {e} "
+                        f"({splits.name!r}).") from e
+    source = "train_eval.weight_net_cluster_map"
+  else:
+    cluster_map = clusters_lib.cluster_map_from_counts(
+        counts, settings["weight_net_clusters"], settings["seed"])
+    source = "k-means"
+  clusters = [{"classes": n, "samples": m} for n, m in
+              clusters_lib.cluster_counts(counts, cluster_map)]
+  logging.info("Class clusters of V (%s): %s", source, ", ".join(
+      f"{c}: {d['classes']} classes, {d['samples']} samples"
+      for c, d in enumerate(clusters)))
+  return {"cluster_map": list(cluster_map), "source": source,
+          "class_counts": [int(c) for c in counts], "clusters": clusters}
+
+
+def build_model(splits, settings: dict, clusters=None):
   """The classifier `settings["model"]` for `splits`, wrapped in a
   `MetaWeightModel` with V; both take the settings declared `passes_to`
-  them (`runner.declarations`).
+  them (`runner.declarations`). V is a `ClassAwareWeightNet` on `clusters`
+  (`class_clusters(splits, settings)`, computed if not given) when
+  `settings["weight_net"]` is "class_aware".
 
   Call inside the strategy's scope. `MetaWeightModel`'s other arguments
   (virtual_step, sync_batchnorm) come from its own gin bindings.
@@ -328,9 +374,13 @@ def build_model(splits, settings: dict):
     # Keras' own errors name its layer arguments, not the builder's binding.
     raise ConfigError(f"model {model!r}: "
                       f"{name_the_bindings(family, e, qualify=False)}") from e
-  weight_net = WeightNet(
-      **declarations.constructor_arguments("WeightNet", settings),
-      dtype=classifier.dtype_policy)
+  clusters = clusters or class_clusters(splits, settings)
+  arguments = declarations.constructor_arguments("WeightNet", settings)
+  if clusters is None:
+    weight_net = WeightNet(**arguments, dtype=classifier.dtype_policy)
+  else:
+    weight_net = ClassAwareWeightNet(clusters["cluster_map"], **arguments,
+                                     dtype=classifier.dtype_policy)
   arguments = declarations.constructor_arguments("MetaWeightModel", settings)
   try:
     return MetaWeightModel(classifier, weight_net, **arguments)

@@ -76,6 +76,9 @@ def train_eval(
     lr_decay_factor: float = 0.1,
     # The weighting net V and its optimiser (MW-Net.py).
     weight_net_hidden_units: Sequence[int] = (100,),
+    weight_net: str = "mlp",
+    weight_net_clusters: int = 3,
+    weight_net_cluster_map: Optional[Sequence[int]] = None,
     normalize_weights: str = "sum",
     meta_optimizer: str = "adam",
     meta_learning_rate: float = 1e-3,
@@ -158,8 +161,9 @@ def train_eval(
   # Model, optimizers and metrics, in the strategy's scope: before model_dir
   # is created, so a rejected model setting leaves no folder behind either.
   state = checkpointing.RunState()
+  clusters = settings_lib.class_clusters(splits, settings)  # class_aware V
   with strategy.scope():
-    meta_model, constant_lr = _build(splits, plan, settings)
+    meta_model, constant_lr = _build(splits, plan, settings, clusters)
 
   # Said here, not by the entry point: a run refused above never creates it.
   logging.info("model_dir: %s", model_dir)
@@ -174,7 +178,7 @@ def train_eval(
       run_dir.remove_unfinished_writes(model_dir, out.exports.values())
     try:
       return _run(model_dir, strategy, splits, plan, out, signals, settings,
-                  meta_model, constant_lr, state)
+                  meta_model, constant_lr, state, clusters)
     except (OSError, tf.errors.OpError) as e:
       # Disk full and the like, from any writer (checkpoints, summaries,
       # results, exports): one line, and the last checkpoint stays.
@@ -186,9 +190,10 @@ def train_eval(
 
 def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
          out: run_dir.Writer, signals: stopping.SignalStop, s: dict,
-         meta_model, constant_lr: bool, state) -> dict:
+         meta_model, constant_lr: bool, state, clusters) -> dict:
   """`train_eval` once the data is loaded, the model built and model_dir
-  locked: restore, train, evaluate, write; returns the results."""
+  locked: restore, train, evaluate, write; returns the results
+  (`clusters`: a class-aware V's, `settings.class_clusters`)."""
   method, export = s["method"], s["export"]
   # The restore, in the strategy's scope.
   with strategy.scope():
@@ -239,7 +244,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
           "realised_noise_rate_measured_on":
               data_summary["realised_noise_rate_measured_on"]}, {
               "data": data_summary, "hparams": hparams,
-              "settings": declarations.resolved(s)})
+              "settings": declarations.resolved(s),
+              "class_clusters": clusters})
 
   def write_operative_config():
     text = gin.operative_config_str()
@@ -387,10 +393,11 @@ def _finished_results(model_dir: str, export: bool) -> Optional[dict]:
   return {**previous, "already_finished": True}
 
 
-def _build(splits, plan: settings_lib.StepPlan, s: dict):
-  """The compiled `MetaWeightModel` of settings `s`, and whether its
-  classifier learning rate is constant (no decay boundaries)."""
-  meta_model = settings_lib.build_model(splits, s)
+def _build(splits, plan: settings_lib.StepPlan, s: dict, clusters=None):
+  """The compiled `MetaWeightModel` of settings `s` (a class-aware V on
+  `clusters`), and whether its classifier learning rate is constant (no
+  decay boundaries)."""
+  meta_model = settings_lib.build_model(splits, s, clusters)
   schedule = settings_lib.lr_schedule(s["learning_rate"], plan.boundaries,
                                       s["lr_decay_factor"])
   meta_model.compile(

@@ -3,8 +3,9 @@ once and rendered to a PNG file or to a TensorBoard image.
 
 Builders (NumPy in, a matplotlib `Figure` out):
 
-  weighting_function   the learned loss -> weight curve V(L; Θ), optionally
-                       above the samples' loss histograms.
+  weighting_function   the learned loss -> weight curve V(L; Θ) (a
+                       class-aware V: one curve per class cluster),
+                       optionally above the samples' loss histograms.
   weight_distribution  training-sample weights, clean vs corrupted (or all),
                        optionally above their losses.
   weight_variation     mean weight of clean and corrupted samples over
@@ -85,6 +86,16 @@ def caption(dataset: Optional[str] = None, noise_type: Optional[str] = None,
   return ", ".join(parts)
 
 
+def cluster_names(num_curves: int) -> Optional[list]:
+  """Legend names of a class-aware V's curves ("cluster 0 (most samples)",
+  ...), None for a single curve (the paper's V: no legend)."""
+  if num_curves <= 1:
+    return None
+  return [f"cluster {c}" + (" (most samples)" if c == 0 else
+                            " (fewest samples)" if c == num_curves - 1 else "")
+          for c in range(num_curves)]
+
+
 def _titled(ax, title: str, context: str) -> None:
   ax.set_title(f"{title}\n{context}" if context else title,
                fontsize=_FONT["title"])
@@ -121,6 +132,7 @@ def _histograms(ax, values, is_noisy, edges, with_mean: bool) -> None:
 # Builders.
 # ----------------------------------------------------------------------------
 def weighting_function(curve_loss: np.ndarray, curve_weight: np.ndarray, *,
+                       curve_names: Optional[Sequence[str]] = None,
                        sample_loss: Optional[np.ndarray] = None,
                        is_noisy: Optional[np.ndarray] = None, bins: int = 60,
                        title: str = "Learned weighting function",
@@ -129,7 +141,10 @@ def weighting_function(curve_loss: np.ndarray, curve_weight: np.ndarray, *,
 
   Args:
     curve_loss: `[p]` losses at which V was evaluated, ascending.
-    curve_weight: `[p]` V's weights there.
+    curve_weight: `[p]` V's weights there, or `[p, C]`: C curves (a
+      class-aware V's, one per class cluster), drawn on the same axes.
+    curve_names: `[C]` legend names of the curves (`cluster_names`); None:
+      one unnamed curve per column, no legend.
     sample_loss: optional `[n]` per-sample losses: a histogram below the
       curve shows where clean and corrupted samples fall on it.
     is_noisy: optional `[n]` bool, splits that histogram clean / corrupted.
@@ -152,12 +167,17 @@ def weighting_function(curve_loss: np.ndarray, curve_weight: np.ndarray, *,
     hist_ax.set_yscale("log")
     _style(hist_ax, "training loss (cross-entropy)", "samples")
     ax.tick_params(labelbottom=False)
-  ax.plot(curve_loss, curve_weight, color="black", lw=2, label="V(loss)")
-  lo, hi = float(np.min(curve_weight)), float(np.max(curve_weight))
+  weights = np.asarray(curve_weight).reshape(len(curve_loss), -1)
+  for c in range(weights.shape[1]):
+    ax.plot(curve_loss, weights[:, c], lw=2,
+            color="black" if weights.shape[1] == 1 else f"C{c}",
+            label=curve_names[c] if curve_names else "V(loss)")
+  lo, hi = float(np.min(weights)), float(np.max(weights))
   pad = max(0.05, 0.1 * (hi - lo))
   ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
   _style(ax, "" if sample_loss is not None else
-         "training loss (cross-entropy)", "weight V(loss)", legend=False)
+         "training loss (cross-entropy)", "weight V(loss)",
+         legend=bool(curve_names))
   _titled(ax, title, context)
   return fig
 

@@ -48,7 +48,8 @@ class KerasModels:
     def score(batch):
       logits = model.classifier(batch["image"], training=False)
       losses = per_sample_loss(batch["label"], logits)
-      weights = model.weights_for(losses) if mwn else tf.ones_like(losses)
+      weights = (model.weights_for(losses, batch["label"]) if mwn else
+                 tf.ones_like(losses))
       probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
       return {**carried(batch), "loss": tf.cast(losses, tf.float32),
               "weight": tf.cast(weights, tf.float32),
