@@ -35,9 +35,9 @@ RULES = {"loss": "high loss", "weight": "low weight",
 # The ranking with the best mean AUROC over the 3 seeds of the Fashion-MNIST
 # scale runs at BOTH of their noise settings (gin/fashion_mnist_uniform_60.gin
 # and _flip_40.gin, docs/cleaning.md "Which ranking"): loss 0.988 and
-# 0.943, weight 0.890 and 0.914, loss+weight 0.939 and 0.918. V learns a
-# function of the loss that is not monotone at the highest losses, so its
-# weight ranks worse than the loss it was given.
+# 0.943, weight 0.890 and 0.914, loss+weight 0.939 and 0.918. The learned V
+# is not monotone: it rises from loss 0 to a peak near loss 1, so the
+# best-fitted (clean) samples get weights as low as the corrupted ones.
 DEFAULT_RANK_BY = "loss"
 TRAIN_COMMAND = "python -m mwn_tf.main --gin_file=... --model_dir=DIR"
 OPTIONAL_KEYS = ("clean_label", "is_noisy", "predicted", "probability")
