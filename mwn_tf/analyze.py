@@ -12,11 +12,19 @@ Command line (an entry point, like `mwn_tf.main`):
   # A run, after (or during) `python -m mwn_tf.main --model_dir=DIR ...`:
   python -m mwn_tf.analyze --model_dir=DIR [--out_dir=DIR/analysis]
       [--ablation_dirs=RUN1,RUN2,...] [--flag_rate=0.3] [--source=auto]
-      [--contact_sheet_size=64] [--review_size=200]
+      [--contact_sheet_size=64] [--review_size=200] [--rank_by=loss]
 
   # New labelled data, with a run's two exported SavedModels:
   python -m mwn_tf.analyze score --classifier=DIR/export/classifier
       --weight_net=DIR/export/weight_net --data=FILE.npz [--out_dir=...]
+      [--rank_by=loss]
+
+What ranks a label as suspect (--rank_by): `loss` (the default: high final
+loss under the run's classifier first), `weight` (low V weight first) or
+`loss+weight` (the mean of the two ranks). The default had the best mean
+AUROC over 3 seeds at both Fashion-MNIST noise settings of the scale runs
+(docs/cleaning.md, "Which ranking"). Every output below follows it, and
+detection.json scores all three.
 
 The command line of `mwn_tf.analysis` (detection.py: the sample table, its
 ranking and scores; samples.py: the per-sample pass; sources.py: a run's
@@ -55,7 +63,8 @@ The `score` data file (.npz) holds:
 
 Outputs (in out_dir):
   ranking.csv       rank, index, label, [clean_label, is_noisy,] loss, weight,
-                    most distrusted first (lowest weight; ties: higher loss).
+                    most distrusted first (by --rank_by; ties: lower
+                    weight, then higher loss).
   suspects.csv      (a run) the same ranking with each sample named: its
                     source, split, index and file (a folder: the path in
                     train_dir; Clothing1M: the image key), the class names
@@ -70,10 +79,12 @@ Outputs (in out_dir):
                     distrusted training images, "given → predicted";
   trusted.png       and the most trusted images of each class.
   detection.json    with known corruption: AUROC and average precision of
-                    "low weight => corrupted label", and precision/recall when
-                    the k = round(rate * N) lowest-weight samples are flagged,
-                    at the realised noise rate (and the nominal one, or
-                    --flag_rate), overall and per observed class.
+                    "suspect (by --rank_by) => corrupted label", and
+                    precision/recall when the k = round(rate * N) most
+                    suspect samples are flagged, at the realised noise rate
+                    (and the nominal one, or --flag_rate), overall and per
+                    observed class; `overall.signals`: AUROC, AP and
+                    precision at k = the corrupted count of every ranking.
   weighting_function.png, weight_distribution.png, weight_variation.png,
   ablation.png (+ ablation.json) with --ablation_dirs.
 """
@@ -93,7 +104,10 @@ from mwn_tf import console
 # imported once the console is set up (`main`).
 from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import CLASSIFIER_OUTPUTS
+from mwn_tf.analysis.detection import DEFAULT_RANK_BY
 from mwn_tf.analysis.detection import format_report
+from mwn_tf.analysis.detection import RANKINGS
+from mwn_tf.analysis.detection import RULES
 from mwn_tf.analysis.detection import SOURCES
 from mwn_tf.analysis.detection import TRAIN_COMMAND
 
@@ -164,6 +178,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                     "from sample_weights.npz, recomputed from the exports, or "
                     "from the newest checkpoint (during training); auto: the "
                     "first that exists.", flag_values=fv)
+  flags.DEFINE_enum("rank_by", DEFAULT_RANK_BY, RANKINGS, "What ranks a "
+                    "label as suspect: loss (high final loss first), weight "
+                    "(low weight first) or loss+weight (mean of the two "
+                    "ranks). Every output follows it.", flag_values=fv)
   for name, kind in (("model_dir", "dir"), ("classifier", "dir"),
                      ("weight_net", "dir"), ("data", "file")):
     flags.register_validator(
@@ -179,12 +197,13 @@ def _pct(value) -> str:
   return "-" if value is None else f"{value:.4f}"
 
 
-def _print_top(path: str, top: int) -> None:
+def _print_top(path: str, top: int, rank_by: str) -> None:
   if top == 0:
     return
   with open(path, newline="") as f:
     rows = list(csv.reader(f))
-  print(f"\nMost distrusted samples (lowest weight first; all in {path}):")
+  print(f"\nMost distrusted samples ({RULES[rank_by]} first; all in "
+        f"{path}):")
   widths = [max(len(r[i]) for r in rows[:top + 1]) for i in range(len(rows[0]))]
   for row in rows[:top + 1]:
     print("  " + "  ".join(v.rjust(w) for v, w in zip(row, widths)))
@@ -206,7 +225,7 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
         raise AnalysisError(f"`score` needs {', '.join(missing)}.")
       result = report.score(fv.classifier, fv.weight_net, fv.data, fv.out_dir,
                      fv.batch_size, fv.flag_rate, fv.figures,
-                     fv.classifier_outputs)
+                     fv.classifier_outputs, fv.rank_by)
     else:
       if fv.model_dir is None:
         raise AnalysisError(
@@ -215,7 +234,7 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
       result = report.analyze(fv.model_dir, fv.out_dir, fv.ablation_dirs,
                        fv.figures, fv.flag_rate, fv.batch_size,
                        fv.classifier_outputs, fv.source,
-                       fv.contact_sheet_size, fv.review_size)
+                       fv.contact_sheet_size, fv.review_size, fv.rank_by)
   except AnalysisError as e:
     print(f"mwn_tf.analyze: error: {e}", file=sys.stderr)
     return 1
@@ -224,7 +243,7 @@ def run(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS) -> int:
     print(format_report(result["detection"]))
   else:
     print("Corruption unknown (no clean_label / is_noisy): ranking only.")
-  _print_top(result["ranking_csv"], fv.top)
+  _print_top(result["ranking_csv"], fv.top, fv.rank_by)
   if "ablation" in result:
     print("\nAblation (test accuracy by V's hidden units):")
     for e in result["ablation"]["runs"]:

@@ -39,6 +39,15 @@ methods `MetaWeightModel.train_step` calls (see
 
   python -m mwn_tf.bench --task=passes --rounds=8
 
+`--task=detection` scores label-noise detectors on one setting and seed:
+cleanlab on K-fold out-of-sample probabilities of short plain trainings
+against the finished MW-Net run's final weights and losses and the
+baseline run's losses (`mwn_tf.benchmark.detection`):
+
+  python -m mwn_tf.bench --task=detection \
+      --gin_file=gin/fashion_mnist_uniform_60.gin --seed=0 \
+      --mwn_run=RUN --baseline_run=RUN --output=detection.json
+
 `--task=convs` times, kernel by kernel, the convolutions that a plain and an
 exact step must run (see `mwn_tf.benchmark.convs.conv_floor`): the exact step's floor if everything
 else were free.
@@ -68,6 +77,9 @@ def main(argv):
   command = "python -m mwn_tf.bench " + " ".join(sys.argv[1:])
   if f.task == "accuracy" and not f["model"].present:
     f.model = "mlp"
+  if f.task == "detection":
+    _detection(f, command)
+    return
   if f.gin_param:
     import gin  # pylint: disable=g-import-not-at-top
     import mwn_tf.models  # pylint: disable=g-import-not-at-top,unused-import
@@ -115,13 +127,38 @@ def main(argv):
       out.write(text)
 
 
+def _detection(f, command: str) -> None:
+  """--task=detection: prints the table; --output writes JSON, .md and the
+  out-of-sample probabilities. Bad input: one line, exit 2, nothing
+  written."""
+  from mwn_tf.benchmark import detection  # pylint: disable=g-import-not-at-top
+  from mwn_tf.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    result = detection.run(f.gin_file, f.gin_param, seed=f.seed,
+                           folds=f.folds, fold_epochs=f.fold_epochs,
+                           mwn_run=f.mwn_run, baseline_run=f.baseline_run)
+  except ConfigError as e:
+    sys.stderr.write(f"mwn_tf.bench: error: {str(e).splitlines()[0]}\n")
+    sys.exit(2)
+  text = detection.to_markdown(result, command)
+  print(text)
+  if f.output:
+    paths = detection.write(result, f.output, text)
+    print("Wrote " + ", ".join(paths.values()))
+  if f.out:
+    with open(f.out, "w") as out:
+      out.write(text)
+
+
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_enum("task", "speed", ["speed", "passes", "convs", "accuracy"],
+  flags.DEFINE_enum("task", "speed", ["speed", "passes", "convs", "accuracy",
+                                      "detection"],
                     "speed: time the steps; passes: the exact step's passes "
                     "one at a time; convs: the convolutions a plain and an "
                     "exact step must run, timed alone; accuracy: run the "
-                    "quickstart.")
+                    "quickstart; detection: label-noise detectors (cleanlab "
+                    "vs MW-Net's weights and losses) on one setting.")
   flags.DEFINE_string("model", "resnet32", "Classifier registry name.")
   flags.DEFINE_integer("batch_size", 100, "Train batch size.")
   flags.DEFINE_string("input_shape", "32,32,3", "Synthetic image shape.")
@@ -132,7 +169,24 @@ def _define_flags():
   flags.DEFINE_integer("rounds", 5, "Timed rounds.")
   flags.DEFINE_integer("warmup", 2, "Untimed steps per mode first.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "accuracy: seeds.")
-  flags.DEFINE_string("gin_file", "gin/quickstart.gin", "accuracy: config.")
+  flags.DEFINE_string("gin_file", "gin/quickstart.gin", "accuracy: config; "
+                      "detection: the setting the runs trained on.")
+  flags.DEFINE_integer("seed", 0, "detection: train_eval.seed of the runs "
+                       "(the noisy labels) and of the folds.")
+  flags.DEFINE_integer("folds", 4, "detection: K of the K-fold out-of-sample "
+                       "probabilities for cleanlab (0: skip cleanlab).",
+                       lower_bound=0)
+  flags.DEFINE_integer("fold_epochs", 4, "detection: epochs of each fold's "
+                       "plain training at the recipe's rate; short, so a "
+                       "fold stops before it memorises the noisy labels "
+                       "(see mwn_tf/benchmark/detection.py).", lower_bound=1)
+  flags.DEFINE_string("mwn_run", None, "detection: a finished MW-Net run "
+                      "(model_dir) of the same setting and seed.")
+  flags.DEFINE_string("baseline_run", None, "detection: a finished baseline "
+                      "run (model_dir) of the same setting and seed.")
+  flags.DEFINE_string("output", None, "detection: write the JSON here, the "
+                      "markdown table next to it (.md) and the out-of-sample "
+                      "probabilities (_pred_probs.npz).")
   flags.DEFINE_string("work_dir", None, "accuracy: keep the runs' model dirs "
                       "here (default: a temporary folder, deleted).")
   flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied before the "

@@ -296,3 +296,47 @@ def test_rerun_after_removing_its_line_builds(tmp_path):
   d = _build(manual, data_dir)
   assert d.num_test == 13
   assert sorted(_collect(d.test(13))["index"]) == list(range(13))
+
+
+def test_analysis_names_each_sample_by_its_image_key(built, tmp_path):
+  """suspects.csv (and review.csv) of a Clothing1M run name every training
+  sample by its image key, rebuilt from the run's operative config."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from mwn_tf.analysis import report  # pylint: disable=g-import-not-at-top
+  _, (keys, noisy, clean), base = built
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "operative_config.gin").write_text(
+      f"clothing1m.data_dir = '{base / 'tfds'}'\n"
+      f"clothing1m.manual_dir = '{base / 'manual'}'\n"
+      "clothing1m.image_size = 16\nclothing1m.resize_size = 20\n"
+      "clothing1m.shuffle_buffer = 64\n"
+      "train_eval.dataset = 'clothing1m'\n")
+  (run / "results.json").write_text(json.dumps({"settings": {
+      "dataset": "clothing1m", "seed": 0, "model": "resnet50",
+      "method": "mwn"}}))
+  train = keys["noisy_train"]
+  label = np.array([noisy[k] for k in train])
+  loss = np.random.default_rng(0).permutation(len(train)).astype(float)
+  np.savez(run / "sample_weights.npz", index=np.arange(len(train)),
+           label=label, clean_label=np.array([clean.get(k, -1)
+                                              for k in train]),
+           loss=loss, weight=1.0 / (1.0 + loss))
+  out = report.analyze(str(run), make_figures=False, review_size=5)
+  assert not out["notes"], out["notes"]
+  with open(out["suspects_csv"]) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == len(train)
+  for r in rows:
+    key = train[int(r["index"])]
+    assert r["file"] == key
+    assert r["source"] == "tfds clothing1m" and r["split"] == "noisy_train"
+    assert r["given_class"] == clothing1m.CLASS_NAMES[noisy[key]]
+    assert r["clean_class"] == (clothing1m.CLASS_NAMES[clean[key]]
+                                if key in clean else "")
+  # Most distrusted first (the default ranking: the highest loss).
+  assert [r["file"] for r in rows] == [train[i] for i in np.argsort(-loss)]
+  with open(out["review_csv"]) as f:
+    review = list(csv.DictReader(f))
+  assert [r["file"] for r in review] == [r["file"] for r in rows[:5]]

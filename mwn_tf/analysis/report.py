@@ -18,8 +18,10 @@ import numpy as np
 from mwn_tf.analysis import sources
 from mwn_tf.analysis import suspects as suspects_lib
 from mwn_tf.analysis.detection import AnalysisError
+from mwn_tf.analysis.detection import DEFAULT_RANK_BY
 from mwn_tf.analysis.detection import detection_report
 from mwn_tf.analysis.detection import load_labelled_npz
+from mwn_tf.analysis.detection import RANKINGS
 from mwn_tf.analysis.detection import Samples
 from mwn_tf.analysis.detection import samples_from_arrays
 from mwn_tf.analysis.detection import write_ranking
@@ -80,10 +82,10 @@ def _render_samples(samples: Samples, out_dir: str, curve,
 
 
 def _finish(samples: Samples, out_dir: str, nominal_rate, flag_rate,
-            result: dict) -> dict:
+            rank_by: str, result: dict) -> dict:
   result["ranking_csv"] = os.path.join(out_dir, "ranking.csv")
-  write_ranking(samples, result["ranking_csv"])
-  report = detection_report(samples, nominal_rate, flag_rate)
+  write_ranking(samples, result["ranking_csv"], rank_by)
+  report = detection_report(samples, nominal_rate, flag_rate, rank_by)
   result["detection"] = report
   if report is not None:
     result["detection_json"] = write_json(
@@ -114,7 +116,8 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
             ablation_dirs: Sequence[str] = (), make_figures: bool = True,
             flag_rate: Optional[float] = None, batch_size: int = 256,
             classifier_outputs: str = "auto", source: str = "auto",
-            contact_sheet_size: int = 64, review_size: int = 200) -> dict:
+            contact_sheet_size: int = 64, review_size: int = 200,
+            rank_by: str = DEFAULT_RANK_BY) -> dict:
   """Ranks a run's training samples by distrust and scores the ranking.
 
   Args:
@@ -132,6 +135,9 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
     contact_sheet_size: images on the distrusted contact sheet (and about
       as many on the trusted one); 0: no contact sheets.
     review_size: rows of review.csv (the most distrusted; 0: every sample).
+    rank_by: what ranks a sample as distrusted (`detection.RANKINGS`):
+      ranking.csv, suspects.csv, review.csv, the contact sheets and the
+      flags and AUROC of detection.json follow it.
 
   Returns:
     dict: `samples_source`, `num_samples`, `ranking_csv`, `suspects_csv`,
@@ -144,6 +150,9 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
   """
   if source not in SOURCES:
     raise AnalysisError(f"source must be one of {SOURCES}, got {source!r}.")
+  if rank_by not in RANKINGS:
+    raise AnalysisError(f"rank_by must be one of {RANKINGS}, got "
+                        f"{rank_by!r}.")
   files = sources.find_run_files(model_dir)
   out_dir = out_dir or os.path.join(model_dir, "analysis")
   if "://" in out_dir:
@@ -170,12 +179,12 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
       result["notes"].append(
           f"{files.results} records realised_noise_rate {recorded}, but the "
           f"samples give {realised:.6f}: they cover a different set.")
-  _finish(samples, out_dir, nominal, flag_rate, result)
+  _finish(samples, out_dir, nominal, flag_rate, rank_by, result)
   settings = sources.run_settings(results, sources.read_config(files))
   _review_outputs(files, samples, out_dir, review_size,
                   contact_sheet_size if make_figures else 0,
                   run_caption(results, settings, _last_epoch(results)),
-                  result)
+                  rank_by, result)
   if make_figures:
     _run_figures(files, samples, out_dir, results, settings, result)
   if ablation_dirs:
@@ -185,7 +194,7 @@ def analyze(model_dir: str, out_dir: Optional[str] = None,
 
 
 def _review_outputs(files, samples, out_dir, review_size, sheet_size,
-                    context, result) -> None:
+                    context, rank_by, result) -> None:
   """suspects.csv, review.csv and the two contact sheets of a run."""
   try:
     data = sources.run_data(files)
@@ -196,25 +205,27 @@ def _review_outputs(files, samples, out_dir, review_size, sheet_size,
   try:
     rows = suspects_lib.suspect_rows(
         samples, data.class_names if data else None,
-        data.sample_names if data else None)
+        data.sample_names if data else None, rank_by)
     if data is not None and sheet_size > 0:
-      result["figures"].update(
-          _contact_sheets(data, samples, rows, sheet_size, out_dir, context))
+      result["figures"].update(_contact_sheets(
+          data, samples, rows, sheet_size, out_dir, context, rank_by))
   except KeyError as e:
     # Samples of another split than the rebuilt one (data changed since).
     result["notes"].append(f"suspects.csv names no files and no contact "
                            f"sheets were drawn: the samples are not those "
                            f"of the data the run's config gives now ({e}).")
-    rows = suspects_lib.suspect_rows(samples, None, None)
+    rows = suspects_lib.suspect_rows(samples, None, None, rank_by)
   result["suspects_csv"] = suspects_lib.write_suspects(
       rows, os.path.join(out_dir, "suspects.csv"))
   result["review_csv"] = suspects_lib.write_review(
       rows, os.path.join(out_dir, "review.csv"), review_size)
 
 
-def _contact_sheets(data, samples, rows, size, out_dir, context) -> dict:
-  """distrusted.png (the `size` lowest weights) and trusted.png (the most
-  trusted of each class, about `size` in all)."""
+def _contact_sheets(data, samples, rows, size, out_dir, context,
+                    rank_by) -> dict:
+  """distrusted.png (the `size` first `rows`, most distrusted) and
+  trusted.png (the most trusted of each class under `rank_by`, about `size`
+  in all)."""
   names = data.class_names
   low = rows[:size]
   images = suspects_lib.sheet_images(
@@ -224,7 +235,7 @@ def _contact_sheets(data, samples, rows, size, out_dir, context) -> dict:
       [r["predicted_class"] for r in low], [float(r["weight"]) for r in low],
       context=context)
   per_class = int(np.clip(size // max(1, data.num_classes), 1, 8))
-  high = suspects_lib.trusted_by_class(samples, per_class)
+  high = suspects_lib.trusted_by_class(samples, per_class, rank_by)
   trusted = figures.trusted_sheet(
       suspects_lib.sheet_images(data.train_images(samples.index[high])),
       [suspects_lib.class_name(names, samples.label[i]) for i in high],
@@ -268,7 +279,8 @@ def _run_figures(files, samples, out_dir, results, settings, result) -> None:
 def score(classifier_dir: str, weight_net_dir: str, data_path: str,
           out_dir: Optional[str] = None, batch_size: int = 256,
           flag_rate: Optional[float] = None, make_figures: bool = True,
-          classifier_outputs: str = "auto") -> dict:
+          classifier_outputs: str = "auto",
+          rank_by: str = DEFAULT_RANK_BY) -> dict:
   """Scores new labelled data with a run's exports: loss -> weight -> rank.
 
   Args:
@@ -280,6 +292,7 @@ def score(classifier_dir: str, weight_net_dir: str, data_path: str,
     flag_rate: an extra rate at which to flag samples, in [0, 1].
     make_figures: render weighting_function.png and weight_distribution.png.
     classifier_outputs: see `sources.ExportedModels`.
+    rank_by: the ranking (`detection.RANKINGS`).
 
   Returns:
     dict like `analyze`'s (`ranking_csv`, `detection`, `figures`, ...).
@@ -295,7 +308,7 @@ def score(classifier_dir: str, weight_net_dir: str, data_path: str,
   result = {"data": data_path, "out_dir": out_dir,
             "samples_source": f"scored from {data_path}",
             "num_samples": len(samples), "figures": {}, "notes": []}
-  _finish(samples, out_dir, None, flag_rate, result)
+  _finish(samples, out_dir, None, flag_rate, rank_by, result)
   if make_figures:
     curve = sources.weight_curve(models.weight_net,
                                  1.05 * float(samples.loss.max()))

@@ -6,7 +6,8 @@ samples (`mwn_tf.data.splits.SampleNames`, class names):
 
   suspects.csv  every training sample, lowest weight first, with the same
                 columns for every dataset (`SUSPECT_COLUMNS`; empty where a
-                value does not exist):
+                value does not exist), in the order of the chosen ranking
+                (`detection.RANKINGS`):
                   rank             1 = most distrusted
                   source           where the training split comes from
                                    ("folder /data/train", "tfds cifar10",
@@ -39,6 +40,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mwn_tf.analysis.detection import DEFAULT_RANK_BY
 from mwn_tf.analysis.detection import rank_order
 from mwn_tf.analysis.detection import Samples
 
@@ -60,7 +62,7 @@ def class_name(names: Optional[Sequence[str]], label) -> str:
 
 
 def suspect_rows(samples: Samples, class_names: Optional[Sequence[str]],
-                 sample_names=None) -> list:
+                 sample_names=None, rank_by: str = DEFAULT_RANK_BY) -> list:
   """`SUSPECT_COLUMNS` dicts, most distrusted first.
 
   Args:
@@ -68,8 +70,9 @@ def suspect_rows(samples: Samples, class_names: Optional[Sequence[str]],
     class_names: `[K]` names, or None (class numbers are shown).
     sample_names: the data's `splits.SampleNames`, or None (source, split
       and file left empty).
+    rank_by: the ranking (`detection.RANKINGS`).
   """
-  order = rank_order(samples.weight, samples.loss, samples.index)
+  order = rank_order(samples.weight, samples.loss, samples.index, rank_by)
   index = samples.index[order]
   files = (sample_names.files(index) if sample_names is not None
            and sample_names.files is not None else [""] * len(order))
@@ -116,10 +119,13 @@ def write_review(rows: list, path: str, size: int) -> str:
                 path)
 
 
-def trusted_by_class(samples: Samples, per_class: int) -> np.ndarray:
+def trusted_by_class(samples: Samples, per_class: int,
+                     rank_by: str = DEFAULT_RANK_BY) -> np.ndarray:
   """Positions of the `per_class` most trusted samples of each given class
-  (highest weight; ties: lower loss), class by class."""
-  order = rank_order(samples.weight, samples.loss, samples.index)[::-1]
+  (the end of ranking `rank_by`: e.g. lowest loss, or highest weight),
+  class by class."""
+  order = rank_order(samples.weight, samples.loss, samples.index,
+                     rank_by)[::-1]
   picked = [order[samples.label[order] == c][:per_class]
             for c in np.unique(samples.label)]
   return np.concatenate(picked) if picked else np.zeros(0, np.int64)

@@ -18,6 +18,7 @@ from mwn_tf import analyze
 from mwn_tf.analysis import detection
 from mwn_tf.analysis import report as report_lib
 from mwn_tf.analysis import sources
+from mwn_tf.analysis import suspects
 from mwn_tf.analysis.detection import AnalysisError
 
 
@@ -46,7 +47,7 @@ def _pairwise_auroc(noisy, weight):
 def test_perfect_separation():
   noisy = np.array([1, 0, 0, 1, 0, 1, 0, 0], bool)
   report = detection.detection_report(
-      _samples(np.where(noisy, 0.1, 0.9), noisy))
+      _samples(np.where(noisy, 0.1, 0.9), noisy), rank_by="weight")
   overall = report["overall"]
   assert overall["auroc"] == 1.0 and overall["average_precision"] == 1.0
   assert report["rates"]["at_realised_rate"] == {"rate": 3 / 8, "k": 3}
@@ -59,7 +60,7 @@ def test_perfect_separation():
 def test_reversed_weights_give_auroc_zero():
   noisy = np.array([1, 0, 0, 1, 0, 1, 0, 0], bool)
   report = detection.detection_report(
-      _samples(np.where(noisy, 0.9, 0.1), noisy))
+      _samples(np.where(noisy, 0.9, 0.1), noisy), rank_by="weight")
   assert report["overall"]["auroc"] == 0.0
   assert report["overall"]["at_realised_rate"]["precision"] == 0.0
   assert report["overall"]["at_realised_rate"]["recall"] == 0.0
@@ -72,7 +73,8 @@ def test_mixed_case_by_hand_and_nominal_rate():
   weight = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
   noisy = np.array([1, 0, 1, 0, 0, 0], bool)
   report = detection.detection_report(_samples(weight, noisy),
-                                      nominal_rate=0.5, flag_rate=0.1)
+                                      nominal_rate=0.5, flag_rate=0.1,
+                                      rank_by="weight")
   overall = report["overall"]
   assert overall["auroc"] == pytest.approx(7 / 8)
   assert overall["at_realised_rate"]["precision"] == 0.5
@@ -95,7 +97,8 @@ def test_random_case_matches_pairwise_count_with_ties():
   # Coarse weights: many ties, which AUROC must count as one half.
   weight = np.round(np.where(noisy, rng.random(300) * 0.7,
                              0.3 + rng.random(300) * 0.7), 1)
-  report = detection.detection_report(_samples(weight, noisy))
+  report = detection.detection_report(_samples(weight, noisy),
+                                      rank_by="weight")
   assert report["overall"]["auroc"] == pytest.approx(
       _pairwise_auroc(noisy, weight), abs=1e-12)
   # Flags follow rank_order (ties: higher loss first, loss = position).
@@ -110,7 +113,8 @@ def test_per_class_uses_observed_labels_and_global_flags():
   label = np.array([0, 0, 0, 0, 1, 1, 1, 1])
   noisy = np.array([1, 0, 0, 0, 1, 0, 0, 0], bool)
   weight = np.array([0.1, 0.5, 0.6, 0.7, 0.9, 0.2, 0.3, 0.4])
-  report = detection.detection_report(_samples(weight, noisy, label=label))
+  report = detection.detection_report(_samples(weight, noisy, label=label),
+                                      rank_by="weight")
   per = report["per_class"]
   assert set(per) == {"0", "1"}
   assert per["0"]["auroc"] == 1.0 and per["1"]["auroc"] == 0.0
@@ -127,7 +131,8 @@ def test_undefined_metrics_are_none_and_unknown_labels_excluded():
   label = np.array([0, 0, 1, 1, 2, 2])
   clean = np.array([0, 1, 1, -1, -1, -1])
   report = detection.detection_report(_samples(
-      [0.9, 0.1, 0.8, 0.0, 0.0, 0.0], None, label=label, clean_label=clean))
+      [0.9, 0.1, 0.8, 0.0, 0.0, 0.0], None, label=label, clean_label=clean),
+      rank_by="weight")
   assert report["num_samples"] == 6 and report["num_known"] == 3
   assert report["overall"]["auroc"] == 1.0
   # Class 1 has one known sample, clean: no AUROC, no precision.
@@ -144,7 +149,7 @@ def test_ranking_csv_order_and_contents(tmp_path):
   samples = _samples([0.5, 0.2, 0.2, 0.9], [0, 1, 0, 0],
                      loss=np.array([1.0, 3.0, 4.0, 0.5]))
   path = str(tmp_path / "ranking.csv")
-  detection.write_ranking(samples, path)
+  detection.write_ranking(samples, path, rank_by="weight")
   with open(path) as f:
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == ["rank", "index", "label", "clean_label",
@@ -154,6 +159,71 @@ def test_ranking_csv_order_and_contents(tmp_path):
   assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
   assert rows[1]["is_noisy"] == "1" and rows[1]["clean_label"] == "1"
   assert float(rows[0]["loss"]) == 4.0 and float(rows[3]["weight"]) == 0.9
+
+
+def _disagreeing():
+  """Loss ranks the corrupted positions 0 and 2 first; V's weight does not
+  (position 0 weighs the most)."""
+  noisy = np.array([1, 0, 1, 0, 0, 0], bool)
+  return _samples([0.9, 0.1, 0.2, 0.8, 0.7, 0.6], noisy,
+                  loss=np.array([5.0, 1.0, 4.0, 0.5, 0.2, 3.0])), noisy
+
+
+def test_default_ranking_is_the_loss_and_every_ranking_is_scored():
+  samples, noisy = _disagreeing()
+  assert detection.DEFAULT_RANK_BY == "loss"
+  report = detection.detection_report(samples)
+  assert report["rank_by"] == "loss" and report["rule"].startswith(
+      "high loss => corrupted label")
+  overall = report["overall"]
+  assert overall["auroc"] == 1.0 and overall["average_precision"] == 1.0
+  assert overall["at_realised_rate"]["true_positives"] == 2
+  signals = overall["signals"]
+  assert set(signals) == set(detection.RANKINGS)
+  assert signals["loss"] == {"auroc": 1.0, "average_precision": 1.0,
+                             "precision_at_k": 1.0, "k": 2}
+  # Weight: position 2 (0.2) is lighter than 3 of the 4 clean samples,
+  # position 0 (0.9) than none: 3/8. Its 2 lightest: positions 1, 2.
+  assert signals["weight"]["auroc"] == pytest.approx(3 / 8)
+  assert signals["weight"]["precision_at_k"] == 0.5
+  # loss+weight: loss ranks [6, 3, 5, 2, 1, 4], 1 - weight ranks
+  # [1, 6, 5, 2, 3, 4]; means [3.5, 4.5, 5, 2, 2, 4]: position 2 beats all
+  # 4 clean samples, position 0 beats 2 of them; the top 2 are 2 and 1.
+  np.testing.assert_allclose(
+      detection.suspicion(samples.weight, samples.loss, "loss+weight"),
+      [3.5, 4.5, 5, 2, 2, 4])
+  assert signals["loss+weight"]["auroc"] == pytest.approx(6 / 8)
+  assert signals["loss+weight"]["precision_at_k"] == 0.5
+  # The report under another ranking scores that one, same signals.
+  by_weight = detection.detection_report(samples, rank_by="weight")
+  assert by_weight["overall"]["auroc"] == pytest.approx(3 / 8)
+  assert by_weight["overall"]["signals"] == signals
+  assert "--rank_by=loss" in detection.format_report(report)
+  with pytest.raises(AnalysisError, match="rank_by must be one of"):
+    detection.detection_report(samples, rank_by="cleanlab")
+
+
+def test_ranking_csv_and_suspects_follow_rank_by(tmp_path):
+  samples, _ = _disagreeing()
+  orders = {}
+  for rank_by in detection.RANKINGS:
+    path = str(tmp_path / f"{rank_by}.csv")
+    detection.write_ranking(samples, path, rank_by)
+    with open(path) as f:
+      orders[rank_by] = [int(r["index"]) for r in csv.DictReader(f)]
+    rows = suspects.suspect_rows(samples, None, None, rank_by)
+    assert [r["index"] for r in rows] == orders[rank_by]
+  # Loss, highest first; weight, lowest first; the mean ranks, highest
+  # first (ties 2, 2 at positions 3 and 4: the lower weight first).
+  assert orders["loss"] == [100, 102, 105, 101, 103, 104]
+  assert orders["weight"] == [101, 102, 105, 104, 103, 100]
+  assert orders["loss+weight"] == [102, 101, 105, 100, 104, 103]
+  default = suspects.suspect_rows(samples, None, None)
+  assert [r["index"] for r in default] == orders["loss"]
+  # The most trusted of class 0: the lowest loss / the highest weight.
+  assert samples.index[suspects.trusted_by_class(samples, 1)][0] == 104
+  assert samples.index[suspects.trusted_by_class(samples, 1,
+                                                 "weight")][0] == 100
 
 
 @pytest.mark.parametrize("change, message", [
@@ -233,7 +303,11 @@ def test_analyze_run_dir(tmp_path):
   report = json.load(open(os.path.join(model_dir, "analysis",
                                        "detection.json")))
   noisy = truth["label"] != truth["clean"]
+  # The default ranking is by loss (a high loss counts like a low weight).
+  assert report["rank_by"] == "loss"
   assert report["overall"]["auroc"] == pytest.approx(
+      _pairwise_auroc(noisy, -truth["loss"].astype(np.float32)), abs=1e-9)
+  assert report["overall"]["signals"]["weight"]["auroc"] == pytest.approx(
       _pairwise_auroc(noisy, truth["weight"].astype(np.float32)), abs=1e-9)
   # The configured 0.4 differs from the realised rate: reported as well.
   assert report["rates"]["at_nominal_rate"]["k"] == 160
@@ -241,9 +315,9 @@ def test_analyze_run_dir(tmp_path):
   with open(out["ranking_csv"]) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 400
-  weights = [float(r["weight"]) for r in rows]
-  assert weights == sorted(weights)
-  assert int(rows[0]["index"]) == 2 * int(np.argmin(truth["weight"]))
+  losses = [float(r["loss"]) for r in rows]
+  assert losses == sorted(losses, reverse=True)
+  assert int(rows[0]["index"]) == 2 * int(np.argmax(truth["loss"]))
   assert set(out["figures"]) == {"weighting_function", "weight_distribution",
                                  "weight_variation"}
   for path in out["figures"].values():
@@ -380,8 +454,11 @@ def test_score_new_data(tmp_path, exports, classifier_key, weight_key):
                              want_weight.reshape(-1), rtol=1e-5)
   noisy = data["y"] != data["clean_label"]
   assert out["detection"]["overall"]["n_noisy"] == int(noisy.sum())
+  assert out["detection"]["overall"]["signals"]["weight"][
+      "auroc"] == pytest.approx(_pairwise_auroc(
+          noisy, np.array([float(r["weight"]) for r in rows])), abs=1e-9)
   assert out["detection"]["overall"]["auroc"] == pytest.approx(
-      _pairwise_auroc(noisy, np.array([float(r["weight"]) for r in rows])),
+      _pairwise_auroc(noisy, -np.array([float(r["loss"]) for r in rows])),
       abs=1e-9)
   for path in out["figures"].values():
     _assert_png(path, min_bytes=5000)
@@ -446,6 +523,7 @@ def _cli(argv):
     (["--ablation_dirs=/no/such/dir"], "every --ablation_dirs entry"),
     (["--data=/no/such.npz"], "--data must name an existing file"),
     (["--source=weights"], "source"),
+    (["--rank_by=cleanlab"], "rank_by"),
 ])
 def test_flags_reject_bad_values(argv, message):
   fv = flags.FlagValues()
@@ -465,7 +543,20 @@ def test_cli_messages(tmp_path, capsys, exports):
   _write_run(model_dir)
   assert _cli([f"--model_dir={model_dir}", "--top=3", "--nofigures"]) == 0
   out = capsys.readouterr().out
-  assert "AUROC" in out and "Most distrusted samples" in out
+  assert "AUROC" in out and "Most distrusted samples (high loss first" in out
+  ranking = os.path.join(model_dir, "analysis", "ranking.csv")
+  assert _cli([f"--model_dir={model_dir}", "--top=3", "--nofigures",
+               "--rank_by=weight"]) == 0
+  out = capsys.readouterr().out
+  assert "Most distrusted samples (low weight first" in out
+  report = json.load(open(os.path.join(model_dir, "analysis",
+                                       "detection.json")))
+  assert report["rank_by"] == "weight"
+  with open(ranking) as f:
+    weights = [float(r["weight"]) for r in csv.DictReader(f)]
+  # (This run's V is monotone in the loss, so both orders agree here;
+  # test_ranking_csv_and_suspects_follow_rank_by has them differ.)
+  assert weights == sorted(weights)
   assert not os.path.exists(os.path.join(model_dir, "analysis",
                                          "weight_variation.png"))
 

@@ -84,8 +84,9 @@ def test_review_exclude_relabel_train_again(tmp_path, photos, capsys):
   rows = _read(out / "suspects.csv")
   assert list(rows[0]) == list(suspects.SUSPECT_COLUMNS)
   assert len(rows) == 26
-  weights = [float(r["weight"]) for r in rows]
-  assert weights == sorted(weights)
+  # The default ranking (--rank_by=loss): the highest loss first.
+  losses = [float(r["loss"]) for r in rows]
+  assert losses == sorted(losses, reverse=True)
   # Every row names its file, relative to train_dir, and its classes.
   train_dir = photos["train_dir"]
   for r in rows:
@@ -178,7 +179,7 @@ def test_folder_report_columns(photos):
        "loss": np.linspace(0, 1, n), "weight": np.linspace(1, 0, n),
        "predicted": np.zeros(n, int), "probability": np.full(n, 0.75)}, "t")
   rows = suspects.suspect_rows(samples, data.class_names, data.sample_names)
-  top = rows[0]  # Lowest weight: the last training file.
+  top = rows[0]  # Highest loss, lowest weight: the last training file.
   assert top == {
       "rank": 1, "source": f"folder {photos['train_dir']}", "split": "",
       "index": int(index[-1]),
