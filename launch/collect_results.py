@@ -93,10 +93,18 @@ def run_extras(model_dir: str, method: str,
   report = os.path.join(model_dir, "analysis", "detection.json")
   if os.path.isfile(report):
     with open(report) as f:
-      overall = (json.load(f) or {}).get("overall") or {}
+      report = json.load(f) or {}
+    overall = report.get("overall") or {}
     at_rate = overall.get("at_realised_rate") or {}
     out.update(auroc=overall.get("auroc"), precision=at_rate.get("precision"),
                recall=at_rate.get("recall"))
+    # Reports that rank by another signal (analyze --rank_by) score V's
+    # weights among their `signals`: the table's columns stay the weights'.
+    weight = (overall.get("signals") or {}).get("weight")
+    if weight and report.get("rank_by", "weight") != "weight":
+      out.update(auroc=weight.get("auroc"),
+                 precision=weight.get("precision_at_k"),
+                 recall=weight.get("precision_at_k"))
   return out
 
 

@@ -198,6 +198,20 @@ def test_details_table_arithmetic(tmp_path):
   assert "| mwn+last1+interval2 | 82.00 / 81.00 |" in text
 
 
+def test_loss_ranked_reports_keep_the_weight_columns(tmp_path):
+  """analyze ranks by loss by default; the table's AUROC and precision stay
+  the weights' (from the report's `signals`)."""
+  report = _detection(0.99, 0.95)
+  report["rank_by"] = "loss"
+  report["overall"]["signals"] = {
+      "weight": {"auroc": 0.88, "precision_at_k": 0.81},
+      "loss": {"auroc": 0.99, "precision_at_k": 0.95}}
+  _fake_run(tmp_path, "u60/mwn/seed0", method="mwn", seed=0, final=0.8,
+            best=0.8, detection=report)
+  extras = collect_results.run_extras(str(tmp_path / "u60/mwn/seed0"), "mwn")
+  assert (extras["auroc"], extras["precision"]) == (0.88, 0.81)
+
+
 def test_fast_mode_label():
   assert collect_results.fast_mode("") == ""
   assert collect_results.fast_mode(
