@@ -10,7 +10,7 @@ import pytest
 
 from mwn_tf import main
 from helpers import REPO
-from helpers import call_main  # noqa: F401  test_robustness, test_console use it
+from helpers import call_main
 from helpers import error_lines
 
 
