@@ -8,7 +8,9 @@ Clothing1M on a small release of real JPEG photos in the official layout
 (tests/real_jpeg_release.py), folder_example.gin on folders of real photos
 (tests/photo_folders.py), the digits files as they are. Every run must exit
 0 and leave results.json, TensorBoard images and histograms, two loadable
-SavedModels, and an analysis made by `python -m mwn_tf.analyze`'s own `run`.
+SavedModels, and an analysis made by `python -m mwn_tf.analyze`'s own `run`
+(on the Fashion-MNIST sweep's file, SWEEP_PIPELINE, also checked against a
+recomputation of the per-sample table from the exports).
 
 A gin file that is neither run here nor included by a file that is fails
 `test_every_gin_file_is_run_end_to_end`: add its plan to `PLANS`.
@@ -28,6 +30,8 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from mwn_tf import analyze
 from mwn_tf import main
+from mwn_tf.analysis import detection
+from mwn_tf.analysis import sources
 import cifar_n_fake
 import real_data
 import photo_folders
@@ -112,6 +116,9 @@ PLANS = (
 
 # Files used after another one, not alone: the file they follow in the test.
 FOLLOWS = {"fashion_mnist_quick.gin": "fashion_mnist_uniform_60.gin"}
+# The launch/ sweep's pipeline (train, then analyze) is checked in full on
+# this one (tests/test_gin_fashion_mnist.py checks what each file binds).
+SWEEP_PIPELINE = "fashion_mnist_uniform_60.gin"
 
 
 def _included(name):
@@ -169,6 +176,25 @@ def _summary_tags(model_dir):
   acc.Reload()
   return (set(acc.PluginTagToContent("images")),
           set(acc.PluginTagToContent("histograms")))
+
+
+def _check_sweep_pipeline(model_dir):
+  """The sweep's pipeline (train, then the analyze CLI): the detection
+  report covers every training image, and the analysis's recomputation of
+  the training split from the exports agrees with the runner's per-sample
+  table (the loader is deterministic given the config)."""
+  with open(os.path.join(model_dir, "analysis", "detection.json")) as f:
+    report = json.load(f)
+  assert report["num_known"] == 500  # fashion_mnist.num_train
+  overall = report["overall"]
+  assert 0.0 <= overall["auroc"] <= 1.0
+  assert overall["at_realised_rate"]["flagged"] == overall["n_noisy"]
+  files = sources.find_run_files(model_dir)
+  stored = detection.load_samples(files.samples)
+  again, _ = sources.recompute_samples(files, "exports")
+  np.testing.assert_array_equal(again.index, stored.index)
+  np.testing.assert_array_equal(again.clean_label, stored.clean_label)
+  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
 
 
 def _check_exports(results, num_classes, image_shape):
@@ -236,3 +262,5 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
     assert os.path.getsize(os.path.join(out, f)) > 0
   with open(os.path.join(out, "ranking.csv")) as f:
     assert sum(1 for _ in f) == summary["num_train"] + 1  # header + rows
+  if name == SWEEP_PIPELINE:
+    _check_sweep_pipeline(model_dir)
