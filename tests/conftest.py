@@ -1,6 +1,6 @@
 """Shared test setup: quiet TF logs, a clean gin config around each test,
-tests/ on sys.path so every test folder can `import helpers`, and the
-session's one reference run."""
+tests/ on sys.path so every test folder can `import helpers`, the fast
+lane's guard (tests/fast_lane.py) and the session's one reference run."""
 
 import os
 import sys
@@ -12,6 +12,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gin  # noqa: E402
 import pytest  # noqa: E402
 
+# The hooks of the plugin, registered by being names of this conftest.
+from fast_lane import pytest_configure  # noqa: E402,F401
+from fast_lane import pytest_runtest_makereport  # noqa: E402,F401
+from fast_lane import pytest_runtest_setup  # noqa: E402,F401
 import helpers  # noqa: E402
 
 

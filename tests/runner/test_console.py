@@ -66,6 +66,7 @@ def quickstart(tmp_path_factory):
 # ----------------------------------------------------------------------------
 # 1. A quiet console: one line per epoch.
 # ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_quickstart_prints_one_labelled_line_per_epoch(quickstart):
   model_dir, out = quickstart
   lines = out.splitlines()
@@ -85,6 +86,7 @@ def test_the_quickstart_prints_one_labelled_line_per_epoch(quickstart):
   assert f"{results['final_epoch_test_accuracy']:.4f}" in lines[-2]
 
 
+@pytest.mark.slow
 def test_a_long_epoch_shows_its_progress(tmp_path):
   status, out = run_main(QUICKSTART + [
       f"--model_dir={tmp_path / 'run'}",
@@ -101,6 +103,7 @@ def test_a_long_epoch_shows_its_progress(tmp_path):
   assert steps == sorted(steps) and steps[-1] <= 11
 
 
+@pytest.mark.slow
 def test_verbosity_brings_the_log_lines_back(tmp_path):
   status, out = run_main(["--gin_file=gin/smoke.gin", "-v", "1",
                           f"--model_dir={tmp_path / 'run'}"])
@@ -116,6 +119,7 @@ def _run_module(module, args):
   return proc.returncode, proc.stdout
 
 
+@pytest.mark.slow
 def test_analyze_is_as_quiet_as_main_and_loud_with_v(tmp_path):
   # An empty folder: TensorFlow is started, then the analysis says what is
   # missing, in its own words only.
@@ -129,6 +133,7 @@ def test_analyze_is_as_quiet_as_main_and_loud_with_v(tmp_path):
                                    "absl::InitializeLog", out), out
 
 
+@pytest.mark.slow
 def test_bench_is_as_quiet_as_main(tmp_path):
   status, out = _run_module("mwn_tf.bench", [
       "--model=mlp", "--input_shape=8,8,1", "--batch_size=8", "--rounds=1",
@@ -201,6 +206,7 @@ def test_progress_lines_every_n_seconds():
 # ----------------------------------------------------------------------------
 # 2. --help.
 # ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_help_lists_every_setting_without_importing_tensorflow():
   code = ("import atexit, runpy, sys\n"
           "atexit.register(lambda: print('TF imported:', 'tensorflow' in "
@@ -300,6 +306,7 @@ def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
   assert not model_dir.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binding", [
     "train_eval.meta_batch_size = 500",  # Refused once the data is loaded.
     "mlp.hidden_sizes = (0,)",  # Refused when the model is built.
@@ -423,6 +430,7 @@ def _files(folder):
           if n != ".lock"}
 
 
+@pytest.mark.slow
 def test_a_finished_run_rerun_says_so_and_does_nothing(quickstart):
   model_dir, _ = quickstart
   before = _files(model_dir)
@@ -449,6 +457,7 @@ def test_a_finished_run_rerun_says_so_and_does_nothing(quickstart):
       f for f in after if f.startswith("checkpoints")]
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_is_drawn_and_the_epoch_line_is_whole(tmp_path):
   import pty  # pylint: disable=g-import-not-at-top
   controller, terminal = pty.openpty()

@@ -85,6 +85,7 @@ def test_nan_loss_exits_1_naming_the_step(tmp_path, capsys):
   assert "nothing was saved yet" in line
 
 
+@pytest.mark.slow
 def test_malformed_gin_in_a_real_process(tmp_path):
   config = tmp_path / "broken.gin"
   config.write_text("train_eval.epochs = 3\ntrain_eval.model = 'mlp\n")

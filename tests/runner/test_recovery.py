@@ -369,6 +369,7 @@ def test_a_signal_stops_with_a_checkpoint_and_the_rerun_matches(
   killed_runs.assert_nothing_left_over(run)
 
 
+@pytest.mark.slow
 def test_a_stop_ends_with_exactly_the_documented_line(tmp_path):
   run = tmp_path / "run"
   proc = run_main(run, ["train_eval.train_steps = 4",
@@ -464,6 +465,7 @@ def test_write_errors_outside_model_dir_are_not_called_disk_full(tmp_path):
 # ----------------------------------------------------------------------------
 # 5. Refused up front, in one line, exit 2.
 # ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("binding,message", [
     ("digits.num_meta = 0", "dataset 'digits': digits.num_meta = 0 must be a "
      "positive multiple of the 10 classes"),
@@ -505,6 +507,7 @@ def test_shortening_a_finished_run_is_refused_in_epochs(tmp_path,
       k: v for k, v in before.items() if k != run_dir.LOCK}
 
 
+@pytest.mark.slow
 def test_every_exit_code_is_documented():
   # The exit-status table of "Checkpoints and resuming".
   page = open(os.path.join(resume.REPO, "docs", "recovery.md")).read()

@@ -463,6 +463,7 @@ def test_a_bad_flag_exits_2_in_one_line(capsys):
   assert "--strategy=bogus" in line and "one of" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,message", [
     (["--gin_param=train_eval.momentum = 1.5"],
      "train_eval.momentum must be a number in [0, 1), got 1.5."),
