@@ -71,7 +71,7 @@ class _Guard:
   @classmethod
   def process(cls, what):
     if cls.item is not None:
-      cls.refuse(f"a test outside the slow lane started a process ({what})")
+      cls.refuse(f"a test not marked slow started a process ({what})")
 
   @classmethod
   def count(cls, steps):
@@ -79,7 +79,7 @@ class _Guard:
       return
     cls.steps += steps
     if cls.steps > MAX_STEPS:
-      cls.refuse(f"a test outside the slow lane trained {cls.steps} steps, "
+      cls.refuse(f"a test not marked slow trained {cls.steps} steps, "
                  f"more than {MAX_STEPS}")
 
 
