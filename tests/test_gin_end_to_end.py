@@ -138,10 +138,41 @@ RUN = [n for n in GIN_FILES if _plan(n) is not None]
 INCLUDED = {i for n in RUN for i in _included(n)}
 
 
+def _family(name):
+  """(family, rate) of a file of a family of settings that differ in one
+  number only (cifar10_uniform_40.gin: ("cifar10_uniform", 40)), else None."""
+  match = re.fullmatch(r"(\w+)_(\d+)\.gin", name)
+  return (match[1], int(match[2])) if match else None
+
+
+# Every file trains through the entry point. The exports, the TensorBoard
+# images and histograms and the analysis are checked once per family, on its
+# file with the largest number (the most noise, the longest tail: the data
+# and model code are the family's, only a rate differs): its siblings run
+# without exports, which saves an export, its reload and an analysis each.
+FULL = {n for n in RUN if _family(n) is None or _family(n)[1] == max(
+    _family(m)[1] for m in RUN if _family(m) and
+    _family(m)[0] == _family(n)[0])}
+LIGHT = ("train_eval.export = False", "train_eval.summary_every_n_steps = 0")
+
+
 def test_every_gin_file_is_run_end_to_end():
   orphans = [n for n in GIN_FILES if n not in RUN and n not in INCLUDED]
   assert not orphans, (f"{orphans}: add an end-to-end plan to PLANS in "
                        f"{os.path.basename(__file__)}")
+
+
+def test_every_family_is_checked_in_full_on_one_file():
+  families = {_family(n)[0] for n in RUN if _family(n)}
+  assert {"cifar10_uniform", "cifar100_longtail",
+          "fashion_mnist_uniform"} <= families
+  for family in families:
+    full = [n for n in FULL if _family(n) and _family(n)[0] == family]
+    assert len(full) == 1, (family, full)
+  assert "cifar10_uniform_60.gin" in FULL and SWEEP_PIPELINE in FULL
+  assert "cifar10_longtail_200.gin" in FULL
+  assert "cifar10_uniform_40.gin" not in FULL
+  assert all(n in FULL for n in RUN if not _family(n))
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +249,8 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
   argv = [f"--gin_file=gin/{n}" for n in (FOLLOWS.get(name), name) if n]
   argv += [f"--model_dir={model_dir}"]
   argv += [f"--gin_param={b}" for b in bindings]
+  if name not in FULL:
+    argv += [f"--gin_param={b}" for b in LIGHT]
   if data == "clothing1m":
     argv += [f"--gin_param=clothing1m.manual_dir = "
              f"'{clothing1m_release / 'manual'}'",
@@ -247,6 +280,8 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
     results = json.load(f)
   assert results["finished"] and results["steps"] == 3
   assert 0.0 <= results["final_epoch_test_accuracy"] <= 1.0
+  if name not in FULL:
+    return
   summary = results["data"]
   _check_exports(results, summary["num_classes"], summary["image_shape"])
 
