@@ -1,9 +1,14 @@
 """Helpers shared by the tests (put on sys.path by tests/conftest.py).
 
 REPO and SMOKE locate the repository and the smoke config; `run` trains in
-this process; `flags`, `command`, `rerun`, `reference_run`,
-`final_variables` and `assert_matches_reference` run `python -m mwn_tf.main`
-on the smoke config and compare a resumed run with an uninterrupted one.
+this process; `call_main` runs the entry point in this process and
+`error_lines` picks its error lines; `flags`, `command`, `rerun`,
+`reference_run`, `final_variables` and `assert_matches_reference` run
+`python -m mwn_tf.main` on the smoke config and compare a resumed run with
+an uninterrupted one (conftest.py's `smoke_reference`, under
+REFERENCE_BINDINGS). Test modules share code only through modules like this
+one and conftest.py's fixtures, never by importing each other
+(tests/test_import_floors.py checks it).
 """
 
 import json
@@ -49,6 +54,17 @@ BINDINGS = ["train_eval.train_steps = None", "train_eval.epochs = 3",
             "train_eval.batch_size = 32", "train_eval.checkpoint_every_n_steps = 5",
             "train_eval.summary_every_n_steps = 0",
             "train_eval.sample_every_n_epochs = 0", "train_eval.export = False"]
+# The config of conftest.py's session-wide `smoke_reference`, the one
+# uninterrupted run that every interrupted-and-resumed run is compared with:
+# 2 epochs of 37 steps, a checkpoint every 5 steps (ckpt-5 ... ckpt-35,
+# ckpt-37 at the epoch end, then ckpt-42, ckpt-47, ...), 3 kept. The
+# reference exports (REFERENCE_EXPORTING): exporting runs after training and
+# changes none of it, so runs under REFERENCE_BINDINGS compare equal to it.
+REFERENCE_BINDINGS = [b for b in BINDINGS if not b.startswith(
+    ("train_eval.epochs", "train_eval.export"))] + [
+        "train_eval.epochs = 2", "train_eval.export = False"]
+REFERENCE_EXPORTING = REFERENCE_BINDINGS + ["train_eval.export = True"]
+REFERENCE_STEPS = 74
 
 
 def flags(model_dir, bindings=BINDINGS):

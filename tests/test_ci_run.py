@@ -36,6 +36,7 @@ def _stub(folder, name, log):
   path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("present", [False, True])
 def test_installs_the_package_only_when_the_files_are_absent(tmp_path,
                                                              present):

@@ -192,6 +192,7 @@ def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
   assert os.path.exists(report["detection_json"])
 
 
+@pytest.mark.slow
 def test_missing_manual_file_exits_2_in_one_line(tmp_path):
   """A real process: one error line, no traceback, nothing downloaded."""
   proc = subprocess.run(

@@ -261,6 +261,7 @@ def test_bad_settings(tiny, kwargs, message):
     mwn_tf.data.get("fashion_mnist", idx_dir=folder, **kwargs)
 
 
+@pytest.mark.slow
 def test_missing_data_through_the_entry_point_exits_2(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top

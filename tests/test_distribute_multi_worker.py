@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pytest
 
-import test_distribute as td
+import distribute_helpers as td
 
 ROOT = td.ROOT
 STEPS = 2
@@ -101,7 +101,7 @@ def test_two_workers_match_one_device(mode="sum", batchnorm="sync_bn"):
     assert res["is_chief"] == (worker == 0)
     for part in ("classifier", "state", "weight_net"):
       got = [v[0] for v in res["distributed"][part]]   # its one replica
-      td._assert_close(got, reference[part], f"worker {worker} {part}")  # pylint: disable=protected-access
+      td.assert_close(got, reference[part], f"worker {worker} {part}")
   assert any(not np.allclose(a, b) for a, b in zip(
       reference["weight_net"], results[0]["initial"]["weight_net"]))
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import test_distribute as td
+import distribute_helpers as td
 
 HOST_ONLY_OPS = {
     "PyFunc", "PyFuncStateless", "EagerPyFunc", "PrintV2", "Print",
@@ -44,8 +44,8 @@ def test_xla_step_matches_the_plain_step(mode="sum"):
     snaps, logs = td.fit_and_snapshot(model, td.global_dataset(batches))
     results[jit] = snaps[-1], logs
   for part in ("classifier", "state", "weight_net"):
-    td._assert_close(results[True][0][part], results[False][0][part],  # pylint: disable=protected-access
-                     f"XLA vs plain, {part}")
+    td.assert_close(results[True][0][part], results[False][0][part],
+                    f"XLA vs plain, {part}")
   for key, value in results[False][1].items():
     np.testing.assert_allclose(results[True][1][key], value, rtol=1e-5)
 

@@ -5,6 +5,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "docs/REFERENCE.md"
 
@@ -23,6 +25,7 @@ def _anchor(heading):
   return slug.replace(" ", "-")
 
 
+@pytest.mark.slow
 def test_every_reference_md_mention_is_the_one_in_docs():
   assert os.path.isfile(os.path.join(REPO, REFERENCE))
   dangling = []
@@ -42,6 +45,7 @@ def test_every_reference_md_mention_is_the_one_in_docs():
   assert not dangling, dangling
 
 
+@pytest.mark.slow
 def test_links_into_the_reference_resolve():
   reference = open(os.path.join(REPO, REFERENCE), encoding="utf-8").read()
   anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", reference, re.M)}

@@ -8,7 +8,9 @@ Clothing1M on a small release of real JPEG photos in the official layout
 (tests/real_jpeg_release.py), folder_example.gin on folders of real photos
 (tests/photo_folders.py), the digits files as they are. Every run must exit
 0 and leave results.json, TensorBoard images and histograms, two loadable
-SavedModels, and an analysis made by `python -m mwn_tf.analyze`'s own `run`.
+SavedModels, and an analysis made by `python -m mwn_tf.analyze`'s own `run`
+(on the Fashion-MNIST sweep's file, SWEEP_PIPELINE, also checked against a
+recomputation of the per-sample table from the exports).
 
 A gin file that is neither run here nor included by a file that is fails
 `test_every_gin_file_is_run_end_to_end`: add its plan to `PLANS`.
@@ -28,6 +30,8 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from mwn_tf import analyze
 from mwn_tf import main
+from mwn_tf.analysis import detection
+from mwn_tf.analysis import sources
 import cifar_n_fake
 import real_data
 import photo_folders
@@ -112,6 +116,9 @@ PLANS = (
 
 # Files used after another one, not alone: the file they follow in the test.
 FOLLOWS = {"fashion_mnist_quick.gin": "fashion_mnist_uniform_60.gin"}
+# The launch/ sweep's pipeline (train, then analyze) is checked in full on
+# this one (tests/test_gin_fashion_mnist.py checks what each file binds).
+SWEEP_PIPELINE = "fashion_mnist_uniform_60.gin"
 
 
 def _included(name):
@@ -131,10 +138,41 @@ RUN = [n for n in GIN_FILES if _plan(n) is not None]
 INCLUDED = {i for n in RUN for i in _included(n)}
 
 
+def _family(name):
+  """(family, rate) of a file of a family of settings that differ in one
+  number only (cifar10_uniform_40.gin: ("cifar10_uniform", 40)), else None."""
+  match = re.fullmatch(r"(\w+)_(\d+)\.gin", name)
+  return (match[1], int(match[2])) if match else None
+
+
+# Every file trains through the entry point. The exports, the TensorBoard
+# images and histograms and the analysis are checked once per family, on its
+# file with the largest number (the most noise, the longest tail: the data
+# and model code are the family's, only a rate differs): its siblings run
+# without exports, which saves an export, its reload and an analysis each.
+FULL = {n for n in RUN if _family(n) is None or _family(n)[1] == max(
+    _family(m)[1] for m in RUN if _family(m) and
+    _family(m)[0] == _family(n)[0])}
+LIGHT = ("train_eval.export = False", "train_eval.summary_every_n_steps = 0")
+
+
 def test_every_gin_file_is_run_end_to_end():
   orphans = [n for n in GIN_FILES if n not in RUN and n not in INCLUDED]
   assert not orphans, (f"{orphans}: add an end-to-end plan to PLANS in "
                        f"{os.path.basename(__file__)}")
+
+
+def test_every_family_is_checked_in_full_on_one_file():
+  families = {_family(n)[0] for n in RUN if _family(n)}
+  assert {"cifar10_uniform", "cifar100_longtail",
+          "fashion_mnist_uniform"} <= families
+  for family in families:
+    full = [n for n in FULL if _family(n) and _family(n)[0] == family]
+    assert len(full) == 1, (family, full)
+  assert "cifar10_uniform_60.gin" in FULL and SWEEP_PIPELINE in FULL
+  assert "cifar10_longtail_200.gin" in FULL
+  assert "cifar10_uniform_40.gin" not in FULL
+  assert all(n in FULL for n in RUN if not _family(n))
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +209,25 @@ def _summary_tags(model_dir):
           set(acc.PluginTagToContent("histograms")))
 
 
+def _check_sweep_pipeline(model_dir):
+  """The sweep's pipeline (train, then the analyze CLI): the detection
+  report covers every training image, and the analysis's recomputation of
+  the training split from the exports agrees with the runner's per-sample
+  table (the loader is deterministic given the config)."""
+  with open(os.path.join(model_dir, "analysis", "detection.json")) as f:
+    report = json.load(f)
+  assert report["num_known"] == 500  # fashion_mnist.num_train
+  overall = report["overall"]
+  assert 0.0 <= overall["auroc"] <= 1.0
+  assert overall["at_realised_rate"]["flagged"] == overall["n_noisy"]
+  files = sources.find_run_files(model_dir)
+  stored = detection.load_samples(files.samples)
+  again, _ = sources.recompute_samples(files, "exports")
+  np.testing.assert_array_equal(again.index, stored.index)
+  np.testing.assert_array_equal(again.clean_label, stored.clean_label)
+  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
+
+
 def _check_exports(results, num_classes, image_shape):
   classifier = tf.saved_model.load(results["exports"]["classifier"])
   images = np.random.default_rng(0).normal(
@@ -192,6 +249,8 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
   argv = [f"--gin_file=gin/{n}" for n in (FOLLOWS.get(name), name) if n]
   argv += [f"--model_dir={model_dir}"]
   argv += [f"--gin_param={b}" for b in bindings]
+  if name not in FULL:
+    argv += [f"--gin_param={b}" for b in LIGHT]
   if data == "clothing1m":
     argv += [f"--gin_param=clothing1m.manual_dir = "
              f"'{clothing1m_release / 'manual'}'",
@@ -221,6 +280,8 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
     results = json.load(f)
   assert results["finished"] and results["steps"] == 3
   assert 0.0 <= results["final_epoch_test_accuracy"] <= 1.0
+  if name not in FULL:
+    return
   summary = results["data"]
   _check_exports(results, summary["num_classes"], summary["image_shape"])
 
@@ -236,3 +297,5 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
     assert os.path.getsize(os.path.join(out, f)) > 0
   with open(os.path.join(out, "ranking.csv")) as f:
     assert sum(1 for _ in f) == summary["num_train"] + 1  # header + rows
+  if name == SWEEP_PIPELINE:
+    _check_sweep_pipeline(model_dir)

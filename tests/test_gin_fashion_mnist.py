@@ -1,28 +1,22 @@
-"""gin/fashion_mnist_*.gin: what each binds, the data each gives on the real
-Fashion-MNIST files, and the sweep's pipeline (train, then `python -m
-mwn_tf.analyze`) on one of them; every file runs end to end through `python
--m mwn_tf.main` in test_gin_end_to_end.py. Also fmnist_cnn, the model they
-train."""
+"""gin/fashion_mnist_*.gin: what each binds and the data each gives on the
+real Fashion-MNIST files; every file runs end to end through `python -m
+mwn_tf.main`, and the sweep's pipeline (train, then `python -m
+mwn_tf.analyze`) is checked on one of them, in test_gin_end_to_end.py. Also
+fmnist_cnn, the model they train."""
 
-import json
 import os
 
 from mwn_tf import data as data_lib
 
-from absl import flags
 import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mwn_tf import analyze
 from mwn_tf import models
-from mwn_tf.analysis import detection
-from mwn_tf.analysis import sources
 from mwn_tf.runner import train_eval  # noqa: F401  registers every configurable
 from mwn_tf.models.batch_norm import MetaBatchNormalization
-import helpers
 import real_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,11 +32,6 @@ SETTINGS = {
 }
 # Added after a setting's file for a quick check; not a results recipe.
 QUICK = "fashion_mnist_quick.gin"
-# Shrinks a run to a few steps; num_train keeps the long tail's last class
-# non-empty (n_max = 50 -> 1 ankle boot).
-SHRINK = ["train_eval.train_steps = 3", "train_eval.batch_size = 16",
-          "train_eval.meta_batch_size = 16", "train_eval.lr_decay_epochs = ()",
-          "fashion_mnist.num_train = 500", "train_eval.verbose = 0"]
 
 
 def parse(name):
@@ -129,37 +118,6 @@ def test_quick_variant_shrinks_any_setting():
   assert query("fashion_mnist.num_train") == 5000
   assert query("train_eval.epochs") == 3
   assert query("train_eval.lr_decay_epochs") == (2,)
-
-
-@pytest.mark.slow
-def test_end_to_end_then_analyze(tmp_path, capsys):
-  """The sweep's pipeline on one config: train, then the analyze CLI, whose
-  recomputation of the training split (from the exports) must agree with the
-  runner's per-sample table: the loader is deterministic given the config."""
-  real_data.require_fashion_mnist()
-  model_dir = str(tmp_path / "run")
-  status, _, err = helpers.call_main(
-      ["--gin_file=gin/fashion_mnist_uniform_60.gin",
-       f"--model_dir={model_dir}", "--gin_param=train_eval.seed = 1"] +
-      [f"--gin_param={b}" for b in SHRINK], capsys)
-  assert status == 0, err[-3000:]
-  fv = flags.FlagValues()
-  analyze.define_flags(fv)
-  rest = fv(["analyze", f"--model_dir={model_dir}", "--nofigures"])
-  assert analyze.run(rest, fv) == 0
-  report = json.load(open(os.path.join(model_dir, "analysis",
-                                       "detection.json")))
-  assert report["num_known"] == 500
-  overall = report["overall"]
-  assert 0.0 <= overall["auroc"] <= 1.0
-  realised = overall["at_realised_rate"]
-  assert realised["flagged"] == overall["n_noisy"]
-  files = sources.find_run_files(model_dir)
-  stored = detection.load_samples(files.samples)
-  again, _ = sources.recompute_samples(files, "exports")
-  np.testing.assert_array_equal(again.index, stored.index)
-  np.testing.assert_array_equal(again.clean_label, stored.clean_label)
-  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
 
 
 # --- fmnist_cnn ---

@@ -106,6 +106,7 @@ def test_the_floor_check_sees_an_upward_import(tmp_path):
   assert floor_of("mwn_tf.runner.monitor") == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [
     "mwn_tf.errors", "mwn_tf.choices", "mwn_tf.runner.declarations",
     "mwn_tf.runner.usage", "mwn_tf.runner.exit_codes"])

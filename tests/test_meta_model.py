@@ -4,6 +4,11 @@ Every expected value here is computed a different way from the
 implementation: central finite differences; a hand-written forward pass with
 the paper's per-sample-gradient formula for ∂L_meta/∂Θ (Shu et al. 2019,
 eq. 6); or Keras's own `fit()` with sample weights.
+
+Every EXACT variant of the step passes the same tests, unchanged (the
+`exact_variant` tests at the end): they run again with
+`mwn_tf.MetaWeightModel` swapped for the variant (XLA; loss scaling in
+float64, which must not change the math).
 """
 
 import numpy as np
@@ -12,36 +17,15 @@ import tensorflow as tf
 import keras
 
 import mwn_tf
-
-N, M, D, H, K = 12, 10, 5, 7, 4   # train batch, meta batch, inputs, hidden, classes
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.9
-
-
-def _classifier(batchnorm, dtype="float64", seed=0):
-  keras.utils.set_random_seed(seed)
-  layers = [keras.Input((D,), dtype=dtype),
-            keras.layers.Dense(H, dtype=dtype)]
-  if batchnorm:
-    layers.append(keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=dtype))
-  layers += [keras.layers.ReLU(dtype=dtype), keras.layers.Dense(K, dtype=dtype)]
-  return keras.Sequential(layers)
-
-
-def _data(seed=1, dtype=np.float64):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(N, D)).astype(dtype)
-  y = rng.integers(0, K, N).astype(np.int32)
-  xm = rng.normal(size=(M, D)).astype(dtype)
-  ym = rng.integers(0, K, M).astype(np.int32)
-  return x, y, xm, ym
-
-
-def _pair_dataset(x, y, xm, ym, steps=1):
-  train = tf.data.Dataset.from_tensors({"image": x, "label": y}).repeat(steps)
-  meta = tf.data.Dataset.from_tensors((xm, ym)).repeat(steps)
-  return tf.data.Dataset.zip((train, meta))
+from exactness import BN_EPS
+from exactness import D
+from exactness import K
+from exactness import M
+from exactness import N
+from exactness import central_differences
+from exactness import classifier
+from exactness import pair_dataset
+from exactness import random_batch
 
 
 # A class-aware V's clusters for the K classes: heads 0 and 2 of one class
@@ -51,7 +35,7 @@ CLUSTER_MAP = (0, 1, 1, 2)
 
 def _model(batchnorm, mode, *, lr=0.5, meta_opt=None, wd=0.0, meta_wd=0.0,
            hidden=(100,), momentum=0.0, class_aware=False):
-  clf = _classifier(batchnorm)
+  clf = classifier(batchnorm)
   keras.utils.set_random_seed(7)
   vnet = (mwn_tf.ClassAwareWeightNet(CLUSTER_MAP, hidden_units=hidden,
                                      dtype="float64") if class_aware else
@@ -147,30 +131,6 @@ def _hand_step(theta, phi, x, y, xm, ym, *, alpha, mode, batchnorm,
           [p.numpy() for p in new_phi], stats)
 
 
-def central_differences(f, params, eps):
-  """∂f/∂params by central differences, one entry at a time.
-
-  Args:
-    f: maps a list of arrays shaped like `params` to a float.
-    params: list of NumPy arrays.
-    eps: step.
-
-  Returns:
-    List of arrays shaped like `params`.
-  """
-  grads = []
-  for i, p in enumerate(params):
-    g = np.zeros_like(p)
-    for idx in np.ndindex(p.shape):
-      plus = [q.copy() for q in params]
-      minus = [q.copy() for q in params]
-      plus[i][idx] += eps
-      minus[i][idx] -= eps
-      g[idx] = (f(plus) - f(minus)) / (2 * eps)
-    grads.append(g)
-  return grads
-
-
 # ----------------------------------------------------------------- tests --
 @pytest.mark.parametrize("class_aware", [False, True])
 @pytest.mark.parametrize("batchnorm", [False, True])
@@ -179,7 +139,7 @@ def test_meta_gradient_matches_central_finite_differences(batchnorm,
   """∇Θ L_meta(θ̂(Θ)) from the nested tapes vs central differences, float64;
   for the paper's V and for a class-aware V (each sample's weight from its
   label's cluster head, so every head gets its own clusters' gradient)."""
-  x, y, xm, ym = _data()
+  x, y, xm, ym = random_batch()
   alpha, eps = 0.5, 1e-6
   model = _model(batchnorm, "sum", lr=alpha, hidden=(6,),
                  class_aware=class_aware)
@@ -207,7 +167,7 @@ def test_meta_gradient_matches_central_finite_differences(batchnorm,
   expected = central_differences(meta_objective, phi0, eps)
 
   # meta optimizer is SGD(1.0) without decay, so Θ_before − Θ_after = ∇Θ.
-  model.fit(_pair_dataset(x, y, xm, ym), epochs=1, verbose=0)
+  model.fit(pair_dataset(x, y, xm, ym), epochs=1, verbose=0)
   got = [before - after for before, after in
          zip(phi0, _numpy_vars(model.weight_net.trainable_variables))]
   assert max(np.abs(g).max() for g in expected) > 1e-4  # not a vacuous test
@@ -222,8 +182,8 @@ def test_meta_gradient_matches_central_finite_differences(batchnorm,
 @pytest.mark.parametrize("mode", ["none", "sum"])
 def test_two_steps_match_hand_computation(mode, batchnorm):
   """Two full steps (with a learning-rate change between them) vs plain TF."""
-  x, y, xm, ym = _data()
-  x2, y2, xm2, ym2 = _data(seed=2)
+  x, y, xm, ym = random_batch()
+  x2, y2, xm2, ym2 = random_batch(seed=2)
   meta_lr, meta_wd, wd = 0.3, 1e-2, 5e-2
   schedule = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.5, 0.2])
   model = _model(batchnorm, mode, lr=schedule, wd=wd, meta_wd=meta_wd,
@@ -236,8 +196,8 @@ def test_two_steps_match_hand_computation(mode, batchnorm):
                                mode=mode, batchnorm=batchnorm,
                                meta_lr=float(np.float32(meta_lr)),
                                meta_wd=meta_wd, wd=wd)
-  pairs = _pair_dataset(x, y, xm, ym).concatenate(
-      _pair_dataset(x2, y2, xm2, ym2))
+  pairs = pair_dataset(x, y, xm, ym).concatenate(
+      pair_dataset(x2, y2, xm2, ym2))
   model.fit(pairs, epochs=1, verbose=0)
   for got, want in zip(model.classifier.trainable_variables, theta):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-12)
@@ -247,12 +207,12 @@ def test_two_steps_match_hand_computation(mode, batchnorm):
 
 @pytest.mark.parametrize("mode", ["none", "sum"])
 def test_batchnorm_statistics_move_once_on_the_train_batch(mode):
-  x, y, xm, ym = _data()
+  x, y, xm, ym = random_batch()
   model = _model(True, mode)
-  reference = _classifier(True)
+  reference = classifier(True)
   reference.set_weights(model.classifier.get_weights())
   reference(x, training=True)  # one training-mode forward, train batch alone
-  model.fit(_pair_dataset(x, y, xm, ym), epochs=1, verbose=0)
+  model.fit(pair_dataset(x, y, xm, ym), epochs=1, verbose=0)
   got = model.classifier.non_trainable_variables
   want = reference.non_trainable_variables
   assert len(got) == 2
@@ -265,7 +225,7 @@ def test_batchnorm_statistics_move_once_on_the_train_batch(mode):
 @pytest.mark.parametrize("mode", ["none", "sum"])
 def test_frozen_constant_weight_net_is_ordinary_weighted_training(mode):
   """V ≡ w0 and frozen: the classifier must follow Keras' own weighted fit."""
-  x, y, xm, ym = _data()
+  x, y, xm, ym = random_batch()
   steps, w0 = 3, 0.3
   model = _model(True, mode, lr=0.1, momentum=0.9,
                  meta_opt=keras.optimizers.SGD(0.0))
@@ -273,7 +233,7 @@ def test_frozen_constant_weight_net_is_ordinary_weighted_training(mode):
     v.assign(np.zeros(v.shape))
   bias = model.weight_net.trainable_variables[-1]
   bias.assign(np.full(bias.shape, np.log(w0 / (1 - w0))))  # sigmoid(b) = w0
-  reference = _classifier(True)
+  reference = classifier(True)
   reference.set_weights(model.classifier.get_weights())
   reference.compile(
       optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
@@ -285,25 +245,25 @@ def test_frozen_constant_weight_net_is_ordinary_weighted_training(mode):
   # Through tf.data: Keras would cast NumPy inputs to float32.
   reference.fit(tf.data.Dataset.from_tensors((x, y, sample_weight)).repeat(
       steps), epochs=1, verbose=0)
-  model.fit(_pair_dataset(x, y, xm, ym, steps=steps), epochs=1, verbose=0)
+  model.fit(pair_dataset(x, y, xm, ym, steps=steps), epochs=1, verbose=0)
   for got, want in zip(model.classifier.weights, reference.weights):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9,
                                atol=1e-12, err_msg=got.path)
 
 
 def test_baseline_is_plain_training():
-  x, y, xm, ym = _data()
-  clf = _classifier(True)
+  x, y, xm, ym = random_batch()
+  clf = classifier(True)
   model = mwn_tf.MetaWeightModel(clf, method="baseline", weight_decay=0.0)
   model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-  reference = _classifier(True)
+  reference = classifier(True)
   reference.set_weights(clf.get_weights())
   reference.compile(
       optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                      dtype="float64"))
   reference.fit(tf.data.Dataset.from_tensors((x, y)).repeat(2), verbose=0)
-  logs = model.fit(_pair_dataset(x, y, xm, ym, steps=2), verbose=0).history
+  logs = model.fit(pair_dataset(x, y, xm, ym, steps=2), verbose=0).history
   assert "meta_loss" not in logs
   for got, want in zip(clf.weights, reference.weights):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9,
@@ -311,7 +271,7 @@ def test_baseline_is_plain_training():
 
 
 def test_metrics_report_clean_and_corrupted_weights():
-  x, y, xm, ym = _data()
+  x, y, xm, ym = random_batch()
   noisy = np.arange(N) % 3 == 0
   model = _model(False, "sum")
   train = tf.data.Dataset.from_tensors({"image": x, "label": y,
@@ -332,7 +292,7 @@ def test_metrics_report_clean_and_corrupted_weights():
 
 
 def test_evaluate_and_predict_use_the_classifier_alone():
-  x, y, _, _ = _data()
+  x, y, _, _ = random_batch()
   model = _model(True, "sum")
   probs = model.predict(tf.data.Dataset.from_tensors({"image": x}), verbose=0)
   np.testing.assert_allclose(probs, model.classifier(x, training=False))
@@ -343,19 +303,86 @@ def test_evaluate_and_predict_use_the_classifier_alone():
                              np.mean(logits.argmax(1) == y), rtol=1e-6)
 
 
+# ---------------------------------------------- exact variants, same tests --
+def _loss_scaled(optimizer):
+  # 2^10: a power of two, so scaling and unscaling are exact in float64.
+  return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**10)
+
+
+EXACT_VARIANTS = {
+    # XLA-compiled step (compile(jit_compile=True)).
+    "xla": dict(compile_kwargs={"jit_compile": True}),
+    # Both optimizers loss-scaled: the mixed_float16 code path, in float64.
+    "loss_scaled": dict(wrap=_loss_scaled),
+}
+
+
+@pytest.fixture(params=list(EXACT_VARIANTS))
+def exact_variant(request, monkeypatch):
+  """Makes `mwn_tf.MetaWeightModel` build the variant, for the core tests."""
+  spec = EXACT_VARIANTS[request.param]
+  base = mwn_tf.MetaWeightModel
+
+  class Variant(base):
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **{**kwargs, **spec.get("model_kwargs", {})})
+
+    def compile(self, optimizer="sgd", meta_optimizer=None, **kwargs):
+      wrap = spec.get("wrap", lambda o: o)
+      if meta_optimizer is None:
+        meta_optimizer = keras.optimizers.Adam(1e-3)
+      super().compile(optimizer=wrap(keras.optimizers.get(optimizer)),
+                      meta_optimizer=wrap(meta_optimizer),
+                      **{**kwargs, **spec.get("compile_kwargs", {})})
+      if "wrap" in spec:  # the scaled path is really the one taken
+        assert isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(self.meta_optimizer,
+                          keras.optimizers.LossScaleOptimizer)
+
+  monkeypatch.setattr(mwn_tf, "MetaWeightModel", Variant)
+  return request.param
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_exact_variant_meta_gradient_matches_finite_differences(
+    exact_variant, batchnorm):
+  test_meta_gradient_matches_central_finite_differences(batchnorm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("mode", ["none", "sum"])
+def test_exact_variant_two_steps_match_hand_computation(exact_variant, mode,
+                                                        batchnorm):
+  test_two_steps_match_hand_computation(mode, batchnorm)
+
+
+@pytest.mark.parametrize("mode", ["none", "sum"])
+def test_exact_variant_batchnorm_statistics(exact_variant, mode):
+  test_batchnorm_statistics_move_once_on_the_train_batch(mode)
+
+
+@pytest.mark.parametrize("mode", ["none", "sum"])
+def test_exact_variant_frozen_weight_net_is_weighted_training(
+    exact_variant, mode):
+  test_frozen_constant_weight_net_is_ordinary_weighted_training(mode)
+
+
 # ------------------------------------------------------------ bad input --
-def test_rejects_non_keras_classifier():
+def test_rejects_non_kerasclassifier():
   with pytest.raises(TypeError, match="must be a Keras 3 `keras.Model`"):
     mwn_tf.MetaWeightModel(tf.Module())
 
 
-def test_rejects_unbuilt_classifier():
+def test_rejects_unbuiltclassifier():
   with pytest.raises(ValueError, match="not built"):
     mwn_tf.MetaWeightModel(keras.Sequential([keras.layers.Dense(3)]))
 
 
 def test_rejects_bad_options():
-  clf = _classifier(False)
+  clf = classifier(False)
   with pytest.raises(ValueError, match="normalize_weights"):
     mwn_tf.MetaWeightModel(clf, normalize_weights="mean")
   with pytest.raises(ValueError, match="method"):
@@ -365,7 +392,7 @@ def test_rejects_bad_options():
 
 
 def test_rejects_element_without_meta_batch():
-  x, y, _, _ = _data()
+  x, y, _, _ = random_batch()
   model = _model(False, "sum")
   data = tf.data.Dataset.from_tensors((x, y))
   with pytest.raises(TypeError, match=r"needs elements \(train_batch, meta"):
@@ -373,15 +400,15 @@ def test_rejects_element_without_meta_batch():
 
 
 def test_rejects_mismatched_train_and_meta_shapes():
-  x, y, _, _ = _data()
+  x, y, _, _ = random_batch()
   model = _model(False, "sum")
   meta = {"image": np.zeros((M, D + 1)), "label": np.zeros(M, np.int32)}
   with pytest.raises(ValueError, match="meta images"):
-    model.fit(_pair_dataset(x, y, meta["image"], meta["label"]), verbose=0)
+    model.fit(pair_dataset(x, y, meta["image"], meta["label"]), verbose=0)
 
 
 def test_rejects_batch_dict_without_label():
-  x, y, xm, ym = _data()
+  x, y, xm, ym = random_batch()
   model = _model(False, "sum")
   data = tf.data.Dataset.zip((tf.data.Dataset.from_tensors({"image": x}),
                               tf.data.Dataset.from_tensors((xm, ym))))
@@ -390,7 +417,7 @@ def test_rejects_batch_dict_without_label():
 
 
 def test_rejects_labels_out_of_range():
-  x, y, xm, ym = _data()
+  x, y, xm, ym = random_batch()
   model = _model(False, "sum")
   with pytest.raises(tf.errors.InvalidArgumentError, match="Label out of range"):
-    model.fit(_pair_dataset(x, np.full_like(y, K), xm, ym), verbose=0)
+    model.fit(pair_dataset(x, np.full_like(y, K), xm, ym), verbose=0)

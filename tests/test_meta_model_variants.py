@@ -1,10 +1,7 @@
-"""The exact step's variants, the fast modes and mixed precision
-(the benchmark harness's own tests: tests/benchmark/).
+"""The fast modes and mixed precision (the exact step's XLA and
+loss-scaled variants are tested in tests/test_meta_model.py; the benchmark
+harness's own tests are in tests/benchmark/).
 
-* Every EXACT variant passes the exactness tests of tests/test_meta_model.py,
-  unchanged: they run here again with `mwn_tf.MetaWeightModel` swapped for
-  the variant (XLA; loss scaling in float64, which must not change the math).
-  The default step (speed options at their exact values) is that file's own.
 * The fast modes do what they say: `meta_interval` leaves V alone on the other
   steps and takes exactly a weighted step there; `virtual_layers` matches
   central finite differences of ITS objective (only the last layers move in
@@ -19,81 +16,14 @@ import tensorflow as tf
 import keras
 
 import mwn_tf
-import test_meta_model as core
-
-N, M, D, K = core.N, core.M, core.D, core.K
-
-
-# ---------------------------------------------- exact variants, same tests --
-def _loss_scaled(optimizer):
-  # 2^10: a power of two, so scaling and unscaling are exact in float64.
-  return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**10)
-
-
-EXACT_VARIANTS = {
-    # XLA-compiled step (compile(jit_compile=True)).
-    "xla": dict(compile_kwargs={"jit_compile": True}),
-    # Both optimizers loss-scaled: the mixed_float16 code path, in float64.
-    "loss_scaled": dict(wrap=_loss_scaled),
-}
-
-
-@pytest.fixture(params=list(EXACT_VARIANTS))
-def exact_variant(request, monkeypatch):
-  """Makes `mwn_tf.MetaWeightModel` build the variant, for the core tests."""
-  spec = EXACT_VARIANTS[request.param]
-  base = mwn_tf.MetaWeightModel
-
-  class Variant(base):
-
-    def __init__(self, *args, **kwargs):
-      super().__init__(*args, **{**kwargs, **spec.get("model_kwargs", {})})
-
-    def compile(self, optimizer="sgd", meta_optimizer=None, **kwargs):
-      wrap = spec.get("wrap", lambda o: o)
-      if meta_optimizer is None:
-        meta_optimizer = keras.optimizers.Adam(1e-3)
-      super().compile(optimizer=wrap(keras.optimizers.get(optimizer)),
-                      meta_optimizer=wrap(meta_optimizer),
-                      **{**kwargs, **spec.get("compile_kwargs", {})})
-      if "wrap" in spec:  # the scaled path is really the one taken
-        assert isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        assert isinstance(self.meta_optimizer,
-                          keras.optimizers.LossScaleOptimizer)
-
-  monkeypatch.setattr(mwn_tf, "MetaWeightModel", Variant)
-  return request.param
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("batchnorm", [False, True])
-def test_exact_variant_meta_gradient_matches_finite_differences(
-    exact_variant, batchnorm):
-  core.test_meta_gradient_matches_central_finite_differences(batchnorm)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("batchnorm", [False, True])
-@pytest.mark.parametrize("mode", ["none", "sum"])
-def test_exact_variant_two_steps_match_hand_computation(exact_variant, mode,
-                                                        batchnorm):
-  core.test_two_steps_match_hand_computation(mode, batchnorm)
-
-
-@pytest.mark.parametrize("mode", ["none", "sum"])
-def test_exact_variant_batchnorm_statistics(exact_variant, mode):
-  core.test_batchnorm_statistics_move_once_on_the_train_batch(mode)
-
-
-@pytest.mark.parametrize("mode", ["none", "sum"])
-def test_exact_variant_frozen_weight_net_is_weighted_training(
-    exact_variant, mode):
-  core.test_frozen_constant_weight_net_is_ordinary_weighted_training(mode)
+import exactness
+from exactness import D
+from exactness import K
 
 
 # -------------------------------------------------------------- fast modes --
 def _fast_model(*, meta_lr=0.3, batchnorm=True, **options):
-  clf = core._classifier(batchnorm)
+  clf = exactness.classifier(batchnorm)
   keras.utils.set_random_seed(7)
   vnet = mwn_tf.WeightNet(hidden_units=(6,), dtype="float64")
   model = mwn_tf.MetaWeightModel(clf, vnet, normalize_weights="sum",
@@ -105,10 +35,10 @@ def _fast_model(*, meta_lr=0.3, batchnorm=True, **options):
 
 
 def _batches(steps):
-  pairs = [core._data(seed=s) for s in range(1, steps + 1)]
-  data = core._pair_dataset(*pairs[0])
+  pairs = [exactness.random_batch(seed=s) for s in range(1, steps + 1)]
+  data = exactness.pair_dataset(*pairs[0])
   for pair in pairs[1:]:
-    data = data.concatenate(core._pair_dataset(*pair))
+    data = data.concatenate(exactness.pair_dataset(*pair))
   return data
 
 
@@ -128,7 +58,7 @@ def test_meta_interval_skips_the_meta_update_and_takes_a_weighted_step():
   ref = _fast_model()
   v_trace = [_values(fast.weight_net.trainable_variables)]
   for step in range(4):
-    data = core._pair_dataset(*core._data(seed=10 + step))
+    data = exactness.pair_dataset(*exactness.random_batch(seed=10 + step))
     before = _values(fast.classifier.trainable_variables)
     fast.fit(data, verbose=0)
     v_trace.append(_values(fast.weight_net.trainable_variables))
@@ -153,7 +83,7 @@ def test_meta_interval_skips_the_meta_update_and_takes_a_weighted_step():
 def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
   """virtual_layers=1: θ̂ moves only the last Dense; its meta-gradient vs
   central differences of exactly that objective, in float64."""
-  x, y, xm, ym = core._data()
+  x, y, xm, ym = exactness.random_batch()
   alpha, eps = 0.5, 1e-6
   model = _fast_model(meta_lr=1.0, batchnorm=batchnorm, virtual_layers=1)
   clf, vnet = model.classifier, model.weight_net
@@ -181,14 +111,14 @@ def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
     return float(tf.reduce_mean(
         keras.ops.sparse_categorical_crossentropy(ym, meta_logits, True)))
 
-  expected = core.central_differences(meta_objective, phi0, eps)
-  model.fit(core._pair_dataset(x, y, xm, ym), verbose=0)
+  expected = exactness.central_differences(meta_objective, phi0, eps)
+  model.fit(exactness.pair_dataset(x, y, xm, ym), verbose=0)
   got = [a - b for a, b in zip(phi0, _values(vnet.trainable_variables))]
   assert max(np.abs(g).max() for g in expected) > 1e-5  # V does move
   _assert_all_close(got, expected, rtol=1e-5, atol=1e-9)
   # And it is not the exact meta-gradient.
   exact = _fast_model(meta_lr=1.0, batchnorm=batchnorm)
-  exact.fit(core._pair_dataset(x, y, xm, ym), verbose=0)
+  exact.fit(exactness.pair_dataset(x, y, xm, ym), verbose=0)
   exact_step = [a - b for a, b in
                 zip(phi0, _values(exact.weight_net.trainable_variables))]
   assert not all(np.allclose(a, b, rtol=1e-3) for a, b in
@@ -202,14 +132,14 @@ def test_finite_difference_hypergradient_matches_the_second_order_one(
     batchnorm, virtual_layers, normalize):
   """hypergradient="finite_difference" is the second-order meta-gradient up
   to O(eps^2): V's update and the classifier's step agree in float64."""
-  x, y, xm, ym = core._data()
+  x, y, xm, ym = exactness.random_batch()
 
   def one_step(**options):
     model = _fast_model(meta_lr=1.0, batchnorm=batchnorm,
                         virtual_layers=virtual_layers, **options)
     model.normalize_weights = normalize
     phi0 = _values(model.weight_net.trainable_variables)
-    model.fit(core._pair_dataset(x, y, xm, ym), verbose=0)
+    model.fit(exactness.pair_dataset(x, y, xm, ym), verbose=0)
     update = [a - b for a, b in
               zip(phi0, _values(model.weight_net.trainable_variables))]
     return update, _values(model.classifier.trainable_variables)
@@ -232,7 +162,7 @@ def test_exact_warmup_takes_exact_steps_then_the_fast_ones():
   step's, step 2 is the fast step's from the state they left."""
   warm = _fast_model(exact_warmup_steps=2, virtual_layers=1)
   exact = _fast_model()
-  data = [core._pair_dataset(*core._data(seed=20 + s)) for s in range(3)]
+  data = [exactness.pair_dataset(*exactness.random_batch(seed=20 + s)) for s in range(3)]
   for step in range(2):
     warm.fit(data[step], verbose=0)
     exact.fit(data[step], verbose=0)
@@ -258,7 +188,7 @@ def test_exact_warmup_takes_exact_steps_then_the_fast_ones():
 
 
 def test_fast_mode_recommended_is_one_switch():
-  clf = core._classifier(True)
+  clf = exactness.classifier(True)
   model = mwn_tf.MetaWeightModel(clf, fast_mode="recommended")
   from mwn_tf import fast_step  # pylint: disable=g-import-not-at-top
   for option, value in fast_step.RECOMMENDED.items():
@@ -272,7 +202,7 @@ def test_fast_mode_recommended_is_one_switch():
 
 
 def test_fast_options_validate():
-  clf = core._classifier(True)
+  clf = exactness.classifier(True)
   with pytest.raises(ValueError, match="^hypergradient"):
     mwn_tf.MetaWeightModel(clf, hypergradient="first_order")
   with pytest.raises(ValueError, match="^fd_epsilon"):
@@ -283,7 +213,7 @@ def test_fast_options_validate():
 
 
 def test_virtual_layers_validates():
-  clf = core._classifier(True)
+  clf = exactness.classifier(True)
   with pytest.raises(ValueError, match="virtual_layers"):
     mwn_tf.MetaWeightModel(clf, virtual_layers=4)   # 3 layers own variables
   with pytest.raises(ValueError, match="virtual_layers"):

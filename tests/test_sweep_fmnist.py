@@ -26,6 +26,7 @@ def _commands(stderr):
   return [l for l in stderr.splitlines() if l.startswith("== ")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast", ["", "mwn+last2"])
 def test_fmnist_dry_run_is_the_readme_table(fast):
   proc = _sweep("fmnist", env={"DRY_RUN": "1", "SWEEP_DIR": "/nonexistent",
@@ -48,6 +49,7 @@ def test_fmnist_dry_run_is_the_readme_table(fast):
           assert f"train_eval.method\\ =\\ \\'{method}\\'" in line
 
 
+@pytest.mark.slow
 def test_fmnist_fast_dry_run_is_the_fast_mode_study():
   proc = _sweep("fmnist_fast", env={"DRY_RUN": "1",
                                     "SWEEP_DIR": "/nonexistent"})
@@ -62,6 +64,7 @@ def test_fmnist_fast_dry_run_is_the_fast_mode_study():
     assert sum(f"fashion_mnist_{setting}.gin" in l for l in lines) == 8 * 3
 
 
+@pytest.mark.slow
 def test_fmnist_class_dry_run_is_the_class_aware_study():
   proc = _sweep("fmnist_class", env={"DRY_RUN": "1",
                                      "SWEEP_DIR": "/nonexistent"})
@@ -79,6 +82,7 @@ def test_fmnist_class_dry_run_is_the_class_aware_study():
              for l in aware) and len(aware) == 9
 
 
+@pytest.mark.slow
 def test_new_fast_tokens_bind_the_levers():
   proc = _sweep("fmnist_fast", env={
       "DRY_RUN": "1", "SWEEP_DIR": "/nonexistent", "SEEDS": "0",
@@ -95,6 +99,7 @@ def test_new_fast_tokens_bind_the_levers():
              for l in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["mwn+fast", "baseline+last1", "last1",
                                     "mwn+interval"])
 def test_unknown_method_exits_2(method):

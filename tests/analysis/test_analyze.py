@@ -13,6 +13,7 @@ import pytest
 from matplotlib import image as mpl_image
 import tensorflow as tf
 
+from fake_runs import write_run
 from helpers import REPO
 from mwn_tf import analyze
 from mwn_tf.analysis import detection
@@ -241,47 +242,6 @@ def test_sample_table_validation(change, message):
 
 
 # ---------------------------------------------------------------- run dirs
-def _write_run(model_dir, *, n=400, noise=0.4, units=(100,), method="mwn",
-               acc=0.9, history=True, events=False, seed=0):
-  """A run folder as mwn_tf.train writes it (samples, results, config)."""
-  os.makedirs(model_dir, exist_ok=True)
-  rng = np.random.default_rng(seed)
-  clean = rng.integers(0, 5, n)
-  noisy = rng.random(n) < noise
-  label = np.where(noisy, (clean + rng.integers(1, 5, n)) % 5, clean)
-  loss = np.where(noisy, rng.gamma(4.0, 1.0, n), rng.gamma(1.0, 0.4, n))
-  weight = 1 / (1 + np.exp(2 * (loss - 2)))
-  np.savez(os.path.join(model_dir, "sample_weights.npz"),
-           index=np.arange(n) * 2, label=label.astype(np.int32),
-           clean_label=clean.astype(np.int32), is_noisy=label != clean,
-           loss=loss.astype(np.float32), weight=weight.astype(np.float32))
-  records = [{"epoch": e + 1, "step": 10 * (e + 1),
-              "train": {"weight_clean": 0.5 + 0.02 * e,
-                        "weight_noisy": 0.5 - 0.04 * e},
-              "test": {"accuracy": acc}} for e in range(6)]
-  results = {"method": method, "dataset": "digits", "model": "mlp",
-             "seed": seed, "realised_noise_rate": float((label != clean).mean()),
-             "final_epoch_test_accuracy": acc - 0.01,
-             "best_epoch_test_accuracy": acc,
-             "data": {"noise_type": "uniform", "noise_rate": noise},
-             "hparams": {"weight_net_hidden_units": ",".join(map(str, units))},
-             "history": records if history else []}
-  with open(os.path.join(model_dir, "results.json"), "w") as f:
-    json.dump(results, f)
-  with open(os.path.join(model_dir, "weight_curve.csv"), "w") as f:
-    f.write("loss,weight\n" + "".join(
-        f"{l:g},{1 / (1 + np.exp(2 * (l - 2))):g}\n"
-        for l in np.linspace(0, 10, 21)))
-  if events:
-    writer = tf.summary.create_file_writer(model_dir)
-    with writer.as_default():
-      for step in (10, 20, 30):
-        tf.summary.scalar("train/weight_clean", 0.5 + step / 100, step=step)
-        tf.summary.scalar("train/weight_noisy", 0.5 - step / 100, step=step)
-    writer.close()
-  return {"label": label, "clean": clean, "loss": loss, "weight": weight}
-
-
 def _assert_png(path, min_bytes=8000):
   assert os.path.getsize(path) > min_bytes, path
   with open(path, "rb") as f:
@@ -293,7 +253,7 @@ def _assert_png(path, min_bytes=8000):
 
 def test_analyze_run_dir(tmp_path):
   model_dir = str(tmp_path / "run")
-  truth = _write_run(model_dir)
+  truth = write_run(model_dir)
   out = report_lib.analyze(model_dir)
   # Generated without an operative config: the data cannot be rebuilt to
   # name the samples (a real run always has one), and only that is noted.
@@ -326,7 +286,7 @@ def test_analyze_run_dir(tmp_path):
 
 def test_weight_variation_from_tensorboard_events(tmp_path):
   model_dir = str(tmp_path / "run")
-  _write_run(model_dir, history=False, events=True)
+  write_run(model_dir, history=False, events=True)
   x, clean, noisy, xlabel, where = sources.read_weight_variation(
       sources.find_run_files(model_dir))
   np.testing.assert_array_equal(x, [10, 20, 30])
@@ -337,7 +297,7 @@ def test_weight_variation_from_tensorboard_events(tmp_path):
 
 def test_missing_weight_variation_is_a_note(tmp_path):
   model_dir = str(tmp_path / "run")
-  _write_run(model_dir, history=False)
+  write_run(model_dir, history=False)
   out = report_lib.analyze(model_dir, make_figures=True)
   assert "weight_variation" not in out["figures"]
   assert any("weight_variation.png not drawn" in n for n in out["notes"])
@@ -350,7 +310,7 @@ def test_ablation_figure_over_several_runs(tmp_path):
       ("v10", (10,), "mwn", 0.88, 0), ("v50x50", (50, 50), "mwn", 0.91, 0),
       ("erm", (100,), "baseline", 0.80, 0)):
     dirs.append(str(tmp_path / name))
-    _write_run(dirs[-1], units=units, method=method, acc=acc, seed=seed)
+    write_run(dirs[-1], units=units, method=method, acc=acc, seed=seed)
   # One run records V's size only in its operative config, as gin writes it.
   results_path = os.path.join(dirs[2], "results.json")
   results = json.load(open(results_path))
@@ -540,7 +500,7 @@ def test_cli_messages(tmp_path, capsys, exports):
   assert _cli(["score", f"--classifier={exports[0]['classifier']}"]) == 1
   assert "`score` needs --weight_net, --data" in capsys.readouterr().err
   model_dir = str(tmp_path / "run")
-  _write_run(model_dir)
+  write_run(model_dir)
   assert _cli([f"--model_dir={model_dir}", "--top=3", "--nofigures"]) == 0
   out = capsys.readouterr().out
   assert "AUROC" in out and "Most distrusted samples (high loss first" in out
@@ -624,7 +584,7 @@ def test_settings_come_from_results_json_before_the_gin_text(tmp_path):
   assert sources.run_settings({}, "")["weight_net_hidden_units"] == (100,)
   # The ablation reads V's size from `settings` too.
   model_dir = str(tmp_path / "run")
-  _write_run(model_dir, units=(100,))
+  write_run(model_dir, units=(100,))
   results = json.load(open(os.path.join(model_dir, "results.json")))
   results["settings"] = {"method": "mwn", "weight_net_hidden_units": [20]}
   json.dump(results, open(os.path.join(model_dir, "results.json"), "w"))

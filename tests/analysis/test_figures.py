@@ -13,7 +13,7 @@ import tensorflow as tf
 from mwn_tf.shared import figures
 from mwn_tf.analysis import report
 
-import test_analyze
+from fake_runs import write_run
 
 
 def _titles(fig):
@@ -62,7 +62,7 @@ def test_analysis_figures_name_the_run(tmp_path, monkeypatch):
 
   monkeypatch.setattr(figures, "save", record)
   model_dir = str(tmp_path / "run")
-  test_analyze._write_run(model_dir)
+  write_run(model_dir)
   report.analyze(model_dir, ablation_dirs=[model_dir])
   assert set(saved) == {"weighting_function.png", "weight_distribution.png",
                         "weight_variation.png", "ablation.png"}

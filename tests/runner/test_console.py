@@ -24,8 +24,9 @@ import pytest
 from mwn_tf import main
 from mwn_tf.runner import monitor
 from mwn_tf.runner import train_eval as train_eval_lib
-import test_main
 from helpers import REPO
+from helpers import call_main
+from helpers import error_lines
 
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 # The quickstart, shrunk to 3 epochs of 11 steps.
@@ -65,6 +66,7 @@ def quickstart(tmp_path_factory):
 # ----------------------------------------------------------------------------
 # 1. A quiet console: one line per epoch.
 # ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_quickstart_prints_one_labelled_line_per_epoch(quickstart):
   model_dir, out = quickstart
   lines = out.splitlines()
@@ -84,6 +86,7 @@ def test_the_quickstart_prints_one_labelled_line_per_epoch(quickstart):
   assert f"{results['final_epoch_test_accuracy']:.4f}" in lines[-2]
 
 
+@pytest.mark.slow
 def test_a_long_epoch_shows_its_progress(tmp_path):
   status, out = run_main(QUICKSTART + [
       f"--model_dir={tmp_path / 'run'}",
@@ -100,6 +103,7 @@ def test_a_long_epoch_shows_its_progress(tmp_path):
   assert steps == sorted(steps) and steps[-1] <= 11
 
 
+@pytest.mark.slow
 def test_verbosity_brings_the_log_lines_back(tmp_path):
   status, out = run_main(["--gin_file=gin/smoke.gin", "-v", "1",
                           f"--model_dir={tmp_path / 'run'}"])
@@ -115,6 +119,7 @@ def _run_module(module, args):
   return proc.returncode, proc.stdout
 
 
+@pytest.mark.slow
 def test_analyze_is_as_quiet_as_main_and_loud_with_v(tmp_path):
   # An empty folder: TensorFlow is started, then the analysis says what is
   # missing, in its own words only.
@@ -128,6 +133,7 @@ def test_analyze_is_as_quiet_as_main_and_loud_with_v(tmp_path):
                                    "absl::InitializeLog", out), out
 
 
+@pytest.mark.slow
 def test_bench_is_as_quiet_as_main(tmp_path):
   status, out = _run_module("mwn_tf.bench", [
       "--model=mlp", "--input_shape=8,8,1", "--batch_size=8", "--rounds=1",
@@ -200,6 +206,7 @@ def test_progress_lines_every_n_seconds():
 # ----------------------------------------------------------------------------
 # 2. --help.
 # ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_help_lists_every_setting_without_importing_tensorflow():
   code = ("import atexit, runpy, sys\n"
           "atexit.register(lambda: print('TF imported:', 'tensorflow' in "
@@ -271,11 +278,11 @@ def test_help_lists_every_setting_without_importing_tensorflow():
 def test_a_bad_binding_names_its_fix_and_leaves_no_model_dir(
     tmp_path, capsys, bindings, fix):
   model_dir = tmp_path / "new" / "run"
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}"] +
       [f"--gin_param={b}" for b in bindings], capsys)
   assert status == 2
-  (line,) = test_main.error_lines(err)
+  (line,) = error_lines(err)
   assert fix in line and "Traceback" not in err
   assert not (tmp_path / "new").exists()
 
@@ -291,14 +298,15 @@ def test_a_bad_line_in_a_gin_file_names_its_fix(tmp_path, capsys, line, fix):
   config = tmp_path / "mine.gin"
   config.write_text(f"include 'gin/smoke.gin'\n{line}\n")
   model_dir = tmp_path / "run"
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       [f"--gin_file={config}", f"--model_dir={model_dir}"], capsys)
   assert status == 2
-  (message,) = test_main.error_lines(err)
+  (message,) = error_lines(err)
   assert f"--gin_file={config}" in message and fix in message
   assert not model_dir.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binding", [
     "train_eval.meta_batch_size = 500",  # Refused once the data is loaded.
     "mlp.hidden_sizes = (0,)",  # Refused when the model is built.
@@ -343,23 +351,23 @@ def test_a_shortened_schedule_offers_the_scaled_decays(tmp_path, capsys,
                         "train_eval.train_steps = 1000\n"
                         "train_eval.lr_decay_steps = (600, 800)\n")
   model_dir = tmp_path / "run"
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       [f"--gin_file={gin_file}", f"--model_dir={model_dir}"] +
       [f"--gin_param={b}" for b in bindings], capsys)
   assert status == 2
-  (line,) = test_main.error_lines(err)
+  (line,) = error_lines(err)
   assert fix in line, line
   assert not model_dir.exists()
 
 
 def test_the_scaled_decays_run_as_offered(tmp_path, capsys):
   """The offered rebinding, pasted, passes the check (3 epochs of 11)."""
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       ["--gin_file=gin/quickstart.gin", "--gin_param=train_eval.epochs = 3",
        f"--model_dir={tmp_path / 'run'}"], capsys)
   offered = re.search(r'--gin_param="(.*)"', err)[1]
   gin.clear_config()
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       ["--gin_file=gin/quickstart.gin", "--gin_param=train_eval.epochs = 3",
        f"--gin_param={offered}", "--gin_param=train_eval.export = False",
        f"--model_dir={tmp_path / 'run'}"], capsys)
@@ -371,13 +379,13 @@ def test_the_scaled_decays_run_as_offered(tmp_path, capsys):
 def test_missing_clothing1m_data_names_the_binding_and_the_layout(tmp_path,
                                                                   capsys):
   model_dir = tmp_path / "run"
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}",
        "--gin_param=train_eval.dataset = 'clothing1m'",
        f"--gin_param=clothing1m.data_dir = '{tmp_path / 'tfds'}'",
        f"--gin_param=clothing1m.manual_dir = '{tmp_path / 'nope'}'"], capsys)
   assert status == 2
-  (line,) = test_main.error_lines(err)
+  (line,) = error_lines(err)
   assert f"manual folder {tmp_path / 'nope'} does not exist" in line
   assert "bind clothing1m.manual_dir = '/path/to/release'" in line
   # The layout follows, as an indented block.
@@ -396,13 +404,13 @@ def test_cifar_without_network_fails_in_seconds_naming_the_bindings(
   monkeypatch.setattr(cifar, "DOWNLOAD_HOST", ("127.0.0.1", 9))
   model_dir = tmp_path / "run"
   start = time.monotonic()
-  status, _, err = test_main.call_main(
+  status, _, err = call_main(
       ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}",
        "--gin_param=train_eval.dataset = 'cifar10'",
        f"--gin_param=cifar10.data_dir = '{tmp_path / 'tfds'}'"], capsys)
   assert time.monotonic() - start < 60
   assert status == 2
-  (line,) = test_main.error_lines(err)
+  (line,) = error_lines(err)
   assert "Could not download cifar10" in line and "no network?" in line
   assert "cannot reach 127.0.0.1:9" in line
   assert "bind cifar10.data_dir = 'DIR'" in line
@@ -422,6 +430,7 @@ def _files(folder):
           if n != ".lock"}
 
 
+@pytest.mark.slow
 def test_a_finished_run_rerun_says_so_and_does_nothing(quickstart):
   model_dir, _ = quickstart
   before = _files(model_dir)
@@ -448,6 +457,7 @@ def test_a_finished_run_rerun_says_so_and_does_nothing(quickstart):
       f for f in after if f.startswith("checkpoints")]
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_is_drawn_and_the_epoch_line_is_whole(tmp_path):
   import pty  # pylint: disable=g-import-not-at-top
   controller, terminal = pty.openpty()

@@ -28,6 +28,7 @@ def _bash(*args, env=None):
                         env=dict(os.environ, **(env or {})))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_parses_and_prints_usage(script):
   path = os.path.join(LAUNCH, script)
@@ -38,6 +39,7 @@ def test_script_parses_and_prints_usage(script):
   assert len(usage.stdout.splitlines()) > 5 and "#" not in usage.stdout[:2]
 
 
+@pytest.mark.slow
 def test_sweep_dry_run_covers_the_paper_table_with_existing_configs():
   proc = _bash("launch/sweep.sh", "paper", env={"DRY_RUN": "1",
                                                 "SWEEP_DIR": "/nonexistent"})
@@ -52,6 +54,7 @@ def test_sweep_dry_run_covers_the_paper_table_with_existing_configs():
     assert os.path.isfile(os.path.join(ROOT, f)), f
 
 
+@pytest.mark.slow
 def test_tpu_vm_dry_run_creates_installs_runs_and_copies_logs():
   proc = _bash("launch/tpu_vm.sh", "all", env={
       "DRY_RUN": "1", "PROJECT": "proj", "GIN_FILE": "gin/smoke.gin"})

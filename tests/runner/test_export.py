@@ -174,6 +174,7 @@ def _collect(dataset):
   return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+@pytest.mark.slow
 def test_digits_raw_pixel_signature_matches_the_in_memory_model(tmp_path):
   splits = mwn_tf.data.get("digits")
   keras.utils.set_random_seed(4)
@@ -411,6 +412,7 @@ def _write_clothing1m_release(root, test_jpegs):
   return keys["clean_test"]
 
 
+@pytest.mark.slow
 def test_clothing1m_raw_image_and_jpeg_signatures_match_the_pipeline(tmp_path):
   manual = str(tmp_path / "manual")
   test_keys = _write_clothing1m_release(manual, _sklearn_jpeg_crops())

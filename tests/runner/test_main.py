@@ -10,7 +10,7 @@ import pytest
 
 from mwn_tf import main
 from helpers import REPO
-from helpers import call_main  # noqa: F401  test_robustness, test_console use it
+from helpers import call_main
 from helpers import error_lines
 
 
@@ -85,6 +85,7 @@ def test_nan_loss_exits_1_naming_the_step(tmp_path, capsys):
   assert "nothing was saved yet" in line
 
 
+@pytest.mark.slow
 def test_malformed_gin_in_a_real_process(tmp_path):
   config = tmp_path / "broken.gin"
   config.write_text("train_eval.epochs = 3\ntrain_eval.model = 'mlp\n")

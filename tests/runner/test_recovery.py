@@ -3,9 +3,10 @@ point in subprocesses: a lost or garbled checkpoint state file, a truncated
 newest checkpoint, two runs on one model_dir, SIGTERM / SIGINT, a full disk,
 and settings refused up front.
 
-Every run is the smoke config of tests/runner/test_robustness.py (2 epochs of
+Every run is the smoke config of helpers.REFERENCE_BINDINGS (2 epochs of
 37 steps, a checkpoint every 5 steps, 3 kept); a run that was interrupted
-and rerun with the same command must end equal to an uninterrupted one.
+and rerun with the same command must end equal to the uninterrupted one,
+conftest.py's `smoke_reference`.
 """
 
 import json
@@ -25,10 +26,10 @@ from mwn_tf.runner import exit_codes
 from mwn_tf.runner import run_dir
 from mwn_tf.runner.settings import ConfigError
 import helpers as resume
-import test_main
-import test_robustness as robustness
+from helpers import error_lines
+import killed_runs
 
-BINDINGS, STEPS = robustness.BINDINGS, robustness.STEPS
+BINDINGS, STEPS = resume.REFERENCE_BINDINGS, resume.REFERENCE_STEPS
 
 # `python -c FILL_DISK <mwn_tf.main flags>` with MWN_FULL_AFTER=ckpt-<n>: once
 # checkpoint <n> is saved, files may no longer grow beyond 1000 bytes (a
@@ -138,7 +139,7 @@ def run_main(model_dir, bindings=BINDINGS, extra=(), prefix=None, env=None):
 
 def one_error_line(stderr):
   assert "Traceback" not in stderr, stderr[-3000:]
-  (line,) = test_main.error_lines(stderr)
+  (line,) = error_lines(stderr)
   return line
 
 
@@ -151,21 +152,12 @@ def pid_alive(pid):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The uninterrupted run: (model_dir, results)."""
-  model_dir = tmp_path_factory.mktemp("reference")
-  results = resume.reference_run(model_dir, BINDINGS)
-  assert results["steps"] == STEPS
-  return model_dir, results
-
-
-@pytest.fixture(scope="module")
 def killed_at_52(tmp_path_factory):
   """A run SIGKILLed right after saving ckpt-52 (mid-epoch 2), with
   ckpt-42, ckpt-47 and ckpt-52 kept. Tests work on copies."""
   model_dir = tmp_path_factory.mktemp("killed") / "run"
-  robustness.killed_run(model_dir, "saved@ckpt-52")
-  assert robustness.recorded(model_dir) == ["ckpt-42", "ckpt-47", "ckpt-52"]
+  killed_runs.killed_run(model_dir, "saved@ckpt-52")
+  assert killed_runs.recorded(model_dir) == ["ckpt-42", "ckpt-47", "ckpt-52"]
   return model_dir
 
 
@@ -180,7 +172,7 @@ def copy_of(model_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing", "garbage", "empty"])
 def test_lost_or_garbled_state_file_resumes_from_the_newest_checkpoint(
-    tmp_path, killed_at_52, reference, damage):
+    tmp_path, killed_at_52, smoke_reference, damage):
   run = copy_of(killed_at_52, tmp_path)
   state = run / "checkpoints" / "checkpoint"
   if damage == "missing":
@@ -198,14 +190,14 @@ def test_lost_or_garbled_state_file_resumes_from_the_newest_checkpoint(
   assert f"Resuming from {run / 'checkpoints' / 'ckpt-52'}: " in proc.stderr
   assert "Removing" not in proc.stderr and "Cannot restore" not in proc.stderr
   assert "Rewrote" in proc.stderr
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
-  robustness.assert_nothing_left_over(run)
+  killed_runs.assert_nothing_left_over(run)
 
 
 @pytest.mark.slow
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(
-    tmp_path, killed_at_52, reference):
+    tmp_path, killed_at_52, smoke_reference):
   run = copy_of(killed_at_52, tmp_path)
   ckpts = run / "checkpoints"
   os.truncate(ckpts / "ckpt-52.data-00000-of-00001", 1000)
@@ -218,14 +210,14 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(
                    proc.stderr), proc.stderr[-3000:]
   assert "skipped the newer ckpt-52" in proc.stderr
   assert f"Resuming from {ckpts / 'ckpt-47'}: " in proc.stderr
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
   # The damaged files are left as they were, for the user to look at; the
   # resumed run saved steps 50, 55, ... and never reads them again.
   assert os.path.getsize(ckpts / "ckpt-52.data-00000-of-00001") == 1000
   left = {re.sub(r"\.(index|data-.*)$", "", n) for n in os.listdir(ckpts)
           if n.startswith("ckpt-")}
-  assert left == set(robustness.recorded(run)) | {"ckpt-52"}
+  assert left == set(killed_runs.recorded(run)) | {"ckpt-52"}
 
 
 def test_unrecorded_complete_checkpoint_and_garbage_are_handled(tmp_path):
@@ -286,7 +278,7 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_run_on_the_same_model_dir_exits_2_and_changes_nothing(
-    tmp_path, reference):
+    tmp_path, smoke_reference):
   run, go = tmp_path / "run", tmp_path / "go"
   err_path = tmp_path / "first.stderr"
   with open(err_path, "w") as err:
@@ -318,7 +310,7 @@ def test_a_second_run_on_the_same_model_dir_exits_2_and_changes_nothing(
   # One run's files only: one events file, and the uninterrupted result.
   events = [n for n in os.listdir(run) if n.endswith(".v2")]
   assert len(events) == 1, events
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
 
 
@@ -353,7 +345,7 @@ def start_and_signal(model_dir, signum, times=1, prefix=None, extra=(),
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_with_a_checkpoint_and_the_rerun_matches(
-    tmp_path, reference, signum):
+    tmp_path, smoke_reference, signum):
   run = tmp_path / "run"
   status, err = start_and_signal(run, signum)
   name = signal.Signals(signum).name
@@ -366,17 +358,18 @@ def test_a_signal_stops_with_a_checkpoint_and_the_rerun_matches(
   step = int(match[1])
   assert 0 < step < STEPS
   # The step it stopped at is checkpointed, whether or not it was due.
-  assert robustness.recorded(run)[-1] == f"ckpt-{step}"
+  assert killed_runs.recorded(run)[-1] == f"ckpt-{step}"
   if (run / "results.json").exists():
     assert not json.loads((run / "results.json").read_text())["finished"]
 
   log = resume.rerun(run, BINDINGS)
   assert f"Resuming from {run / 'checkpoints' / f'ckpt-{step}'}: " in log
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
-  robustness.assert_nothing_left_over(run)
+  killed_runs.assert_nothing_left_over(run)
 
 
+@pytest.mark.slow
 def test_a_stop_ends_with_exactly_the_documented_line(tmp_path):
   run = tmp_path / "run"
   proc = run_main(run, ["train_eval.train_steps = 4",
@@ -420,7 +413,7 @@ def test_sigterm_under_mirrored_strategy(tmp_path):
                                  extra=["--strategy=mirrored"])
   assert status == exit_codes.STOPPED, err[-3000:]
   step = int(re.search(r"stopped by SIGTERM at step (\d+);", err)[1])
-  assert robustness.recorded(run)[-1] == f"ckpt-{step}"
+  assert killed_runs.recorded(run)[-1] == f"ckpt-{step}"
   proc = run_main(run, prefix=MIRRORED, extra=["--strategy=mirrored"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"Resuming from {run / 'checkpoints' / f'ckpt-{step}'}: " in (
@@ -432,7 +425,8 @@ def test_sigterm_under_mirrored_strategy(tmp_path):
 # 4. A write that fails (disk full): one line, exit 4, checkpoint kept.
 # ----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_disk_full_exits_4_keeping_the_last_checkpoint(tmp_path, reference):
+def test_disk_full_exits_4_keeping_the_last_checkpoint(tmp_path,
+                                                      smoke_reference):
   run = tmp_path / "run"
   proc = run_main(run, prefix=[sys.executable, "-c", FILL_DISK],
                   env=dict(resume.ENV, MWN_FULL_AFTER="ckpt-20"))
@@ -442,15 +436,15 @@ def test_disk_full_exits_4_keeping_the_last_checkpoint(tmp_path, reference):
   assert re.search(rf"cannot write {re.escape(str(run))}/\S+: File too large "
                    r"\(\d+\.\d MiB free there\); the last good checkpoint, "
                    r"ckpt-20, is kept: free some space", line), line
-  assert robustness.recorded(run)[-1] == "ckpt-20"
+  assert killed_runs.recorded(run)[-1] == "ckpt-20"
   saved = resume.final_variables(run)
   assert len(saved) > 10
 
   log = resume.rerun(run, BINDINGS)  # space freed: no limit any more
   assert f"Resuming from {run / 'checkpoints' / 'ckpt-20'}: " in log
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
-  robustness.assert_nothing_left_over(run)
+  killed_runs.assert_nothing_left_over(run)
 
 
 def test_write_errors_outside_model_dir_are_not_called_disk_full(tmp_path):
@@ -471,6 +465,7 @@ def test_write_errors_outside_model_dir_are_not_called_disk_full(tmp_path):
 # ----------------------------------------------------------------------------
 # 5. Refused up front, in one line, exit 2.
 # ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("binding,message", [
     ("digits.num_meta = 0", "dataset 'digits': digits.num_meta = 0 must be a "
      "positive multiple of the 10 classes"),
@@ -494,10 +489,11 @@ def test_bad_settings_exit_2_before_anything_is_written(tmp_path, binding,
 
 
 @pytest.mark.slow
-def test_shortening_a_finished_run_is_refused_in_epochs(tmp_path, reference):
-  ref_dir, _ = reference
+def test_shortening_a_finished_run_is_refused_in_epochs(tmp_path,
+                                                       smoke_reference):
+  ref_dir, _ = smoke_reference
   run = copy_of(ref_dir, tmp_path)
-  before = robustness._snapshot(run)  # pylint: disable=protected-access
+  before = killed_runs.snapshot(run)
   proc = run_main(run, [b for b in BINDINGS if "epochs" not in b] +
                   ["train_eval.epochs = 1"])
   assert proc.returncode == exit_codes.CONFIG, proc.stderr[-3000:]
@@ -505,12 +501,13 @@ def test_shortening_a_finished_run_is_refused_in_epochs(tmp_path, reference):
       f"the run in {run} has 2 epochs done (step {STEPS}), more than "
       f"train_eval.epochs = 1; bind train_eval.epochs >= 2 to continue it, "
       f"or use another --model_dir.")
-  after = robustness._snapshot(run)  # pylint: disable=protected-access
+  after = killed_runs.snapshot(run)
   # Only the lock file's holder line changed.
   assert {k: v for k, v in after.items() if k != run_dir.LOCK} == {
       k: v for k, v in before.items() if k != run_dir.LOCK}
 
 
+@pytest.mark.slow
 def test_every_exit_code_is_documented():
   # The exit-status table of "Checkpoints and resuming".
   page = open(os.path.join(resume.REPO, "docs", "recovery.md")).read()
@@ -578,7 +575,7 @@ def test_sigterm_to_the_chief_stops_every_worker_at_one_step(tmp_path):
                      errs[1])
   assert chief and worker and chief[1] == worker[1], errs
   step = int(chief[1])
-  assert robustness.recorded(run)[-1] == f"ckpt-{step}"
+  assert killed_runs.recorded(run)[-1] == f"ckpt-{step}"
 
   codes = wait_all(start_cluster(run, logs))
   errs = [log.read_text() for log in logs]

@@ -1,19 +1,19 @@
 """Robustness of the runner: kills in the middle of a write, two
 resumptions, and a check of every setting before anything is written.
 
-Kills: `python -m mwn_tf.main` runs in a child started through `KILLER`, a
-bootstrap that wraps one of TensorFlow's own file-writing functions so that
-the child SIGKILLs itself at a chosen point of a chosen write (a checkpoint's
-shards, their merge, the checkpoint state file, the deletion of an old
-checkpoint, a SavedModel). What is on disk then is exactly what a preemption
-at that instant leaves. The same plain command is then rerun and must resume
-from the newest complete checkpoint and end as an uninterrupted run.
+Kills: `python -m mwn_tf.main` runs in a child started through
+tests/killed_runs.py's `KILLER`, a bootstrap that wraps one of TensorFlow's
+own file-writing functions so that the child SIGKILLs itself at a chosen
+point of a chosen write (a checkpoint's shards, their merge, the checkpoint
+state file, the deletion of an old checkpoint, a SavedModel). What is on
+disk then is exactly what a preemption at that instant leaves. The same
+plain command is then rerun and must resume from the newest complete
+checkpoint and end as an uninterrupted run.
 """
 
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from unittest import mock
@@ -30,159 +30,19 @@ from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
 from mwn_tf.runner import train_eval as train_eval_lib
 import helpers as resume
-import test_main
+from helpers import call_main
+from helpers import error_lines
+import killed_runs
+from killed_runs import assert_nothing_left_over
+from killed_runs import killed_run
+from killed_runs import recorded
 
 # 2 epochs of 37 steps, a checkpoint every 5 steps (ckpt-5 ... ckpt-35,
-# ckpt-37 at the epoch end, then ckpt-42, ckpt-47, ...), 3 kept.
-BINDINGS = [b for b in resume.BINDINGS if not b.startswith(
-    ("train_eval.epochs", "train_eval.export"))] + [
-        "train_eval.epochs = 2", "train_eval.export = False"]
-EXPORTING = BINDINGS + ["train_eval.export = True"]
-STEPS = 74
-
-# `python -c KILLER <mwn_tf.main flags>` with MWN_KILL="<point>@<target>".
-KILLER = r'''
-import os, signal, sys, uuid
-point, target = os.environ["MWN_KILL"].split("@", 1)
-import tensorflow as tf
-from tensorflow.python.checkpoint import checkpoint_management
-from tensorflow.python.lib.io import file_io
-from tensorflow.python.ops import gen_io_ops, io_ops
-
-
-def die(what):
-  print(f"KILLED at {point}: {what}", file=sys.stderr, flush=True)
-  os.kill(os.getpid(), signal.SIGKILL)
-
-
-def eager_path(t):
-  # Saves traced into a SavedModel's graph write nothing; skip them.
-  return t.numpy().decode() if hasattr(t, "numpy") else ""
-
-
-def patch(owner, name, make):
-  setattr(owner, name, make(getattr(owner, name)))
-
-
-if point == "shard":
-  # SaveV2 has written checkpoint <target>'s shard into <prefix>_temp/; the
-  # merge into <prefix>.index/.data-* has not started.
-  def make(real):
-    def save_v2(prefix, *args, **kwargs):
-      out = real(prefix, *args, **kwargs)
-      if target + "_temp/" in eager_path(prefix):
-        die(eager_path(prefix))
-      return out
-    return save_v2
-  patch(io_ops, "save_v2", make)
-elif point == "merge":
-  # Halfway through MergeV2Checkpoints, done in its own order (MergeBundles
-  # in tensor_bundle.cc): the data file is renamed into place, then the index
-  # is written in place, not atomically; the kill falls inside the index.
-  def make(real):
-    def merge(prefixes, destination, *args, **kwargs):
-      dest = eager_path(destination)
-      if not dest.endswith("/" + target):
-        return real(prefixes, destination, *args, **kwargs)
-      (part,) = [eager_path(p) for p in prefixes]
-      os.rename(part + ".data-00000-of-00001", dest + ".data-00000-of-00001")
-      with open(part + ".index", "rb") as f:
-        index = f.read()
-      with open(dest + ".index", "wb") as f:
-        f.write(index[:len(index) // 2])
-      die(dest)
-    return merge
-  patch(gen_io_ops, "merge_v2_checkpoints", make)
-elif point in ("record", "export"):
-  # file_io's atomic write (temporary copy, then rename), killed halfway
-  # through the copy. record: the checkpoint state file that would name
-  # checkpoint <target>, whose files are complete. export: saved_model.pb of
-  # a SavedModel whose path contains <target>, its variables written.
-  def make(real):
-    def atomic_write(filename, contents, overwrite=True):
-      if point == "record":
-        hit = (isinstance(contents, str) and
-               f'model_checkpoint_path: "{target}"' in contents)
-      else:
-        hit = target in filename and filename.endswith("saved_model.pb")
-      if hit:
-        file_io.write_string_to_file(filename + ".tmp" + uuid.uuid4().hex,
-                                     contents[:len(contents) // 2])
-        die(filename)
-      return real(filename, contents, overwrite)
-    return atomic_write
-  patch(file_io, "atomic_write_string_to_file", make)
-elif point == "sweep":
-  # The new checkpoint is recorded; deleting the oldest one (<target>.*) has
-  # removed its first file.
-  def make(real):
-    def delete(filename):
-      real(filename)
-      if os.path.basename(filename).startswith(target + "."):
-        die(filename)
-    return delete
-  patch(checkpoint_management, "_delete_file_if_exists", make)
-elif point == "saved":
-  # Checkpoint <target> is complete and recorded: a kill between two steps.
-  def make(real):
-    def save(self, *args, **kwargs):
-      path = real(self, *args, **kwargs)
-      if path and path.endswith("/" + target):
-        die(path)
-      return path
-    return save
-  patch(tf.train.CheckpointManager, "save", make)
-else:
-  raise SystemExit(f"unknown kill point {point!r}")
-
-sys.argv = ["mwn_tf.main"] + sys.argv[1:]
-from mwn_tf import main
-main.run()
-'''
-
-
-def killed_run(model_dir, kill, bindings=BINDINGS, extra_flags=()):
-  """Runs the command under `KILLER` with MWN_KILL=`kill`; it must die
-  there. Returns its stderr."""
-  proc = subprocess.run(
-      [sys.executable, "-c", KILLER] + resume.flags(model_dir, bindings) +
-      list(extra_flags),
-      cwd=resume.REPO, env=dict(resume.ENV, MWN_KILL=kill),
-      capture_output=True, text=True, timeout=600)
-  assert proc.returncode == -signal.SIGKILL, (
-      f"not killed at {kill} (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-  assert f"KILLED at {kill.split('@')[0]}" in proc.stderr
-  return proc.stderr
-
-
-def recorded(model_dir):
-  """Names (ckpt-<n>) of the checkpoints the state file lists, oldest
-  first."""
-  state = tf.train.get_checkpoint_state(str(model_dir / "checkpoints"))
-  return [os.path.basename(p) for p in state.all_model_checkpoint_paths
-          ] if state else []
-
-
-def assert_nothing_left_over(model_dir):
-  """No temporary or partial file of any writer, and no checkpoint file that
-  the state file does not name."""
-  stray = [os.path.relpath(os.path.join(root, n), model_dir)
-           for root, dirs, files in os.walk(model_dir) for n in dirs + files
-           if re.search(r"_temp$|\.tmp|\.old-", n)]
-  assert not stray, stray
-  names = {re.sub(r"\.(index|data-.*)$", "", n)
-           for n in os.listdir(model_dir / "checkpoints")
-           if n.startswith("ckpt-")}
-  assert names == set(recorded(model_dir))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The uninterrupted run (with its exports): (model_dir, results)."""
-  model_dir = tmp_path_factory.mktemp("reference")
-  results = resume.reference_run(model_dir, EXPORTING)
-  assert results["steps"] == STEPS
-  return model_dir, results
+# ckpt-37 at the epoch end, then ckpt-42, ckpt-47, ...), 3 kept. The
+# uninterrupted run is conftest.py's `smoke_reference` (with its exports).
+BINDINGS = resume.REFERENCE_BINDINGS
+EXPORTING = resume.REFERENCE_EXPORTING
+STEPS = resume.REFERENCE_STEPS
 
 
 # ----------------------------------------------------------------------------
@@ -195,7 +55,7 @@ def reference(tmp_path_factory):
     ("sweep", "ckpt-20"),   # recorded; ckpt-5 half deleted
 ])
 def test_kill_while_writing_a_checkpoint_resumes_from_a_complete_one(
-    tmp_path, reference, point, resumes_from):
+    tmp_path, smoke_reference, point, resumes_from):
   run = tmp_path / "run"
   killed_run(run, f"{point}@" + ("ckpt-5" if point == "sweep" else "ckpt-20"))
   ckpts = run / "checkpoints"
@@ -217,7 +77,7 @@ def test_kill_while_writing_a_checkpoint_resumes_from_a_complete_one(
   # Only the half-merged checkpoint is unreadable, and it is said so.
   skipped = re.findall(r"Cannot restore (\S+) ", log)
   assert skipped == ([str(ckpts / "ckpt-20")] if point == "merge" else [])
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   resume.assert_matches_reference(run, ref_dir, ref_results)
   assert_nothing_left_over(run)
 
@@ -280,11 +140,11 @@ def _files(folder):
 
 
 @pytest.mark.slow
-def test_kill_while_exporting_keeps_the_previous_export_or_none(tmp_path,
-                                                                 reference):
+def test_kill_while_exporting_keeps_the_previous_export_or_none(
+    tmp_path, smoke_reference):
   run, export = tmp_path / "run", tmp_path / "run" / "export"
   images = _test_images()
-  ref_dir, _ = reference
+  ref_dir, _ = smoke_reference
   want = _predictions(ref_dir, images)
 
   def assert_right_predictions():
@@ -322,7 +182,7 @@ def test_kill_while_exporting_keeps_the_previous_export_or_none(tmp_path,
 # 2. Two kills, two resumptions.
 # ----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_resume_twice_matches_an_uninterrupted_run(tmp_path, reference):
+def test_resume_twice_matches_an_uninterrupted_run(tmp_path, smoke_reference):
   run, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
   # Killed after the first checkpoint, while writing the second.
   killed_run(run, "shard@ckpt-10")
@@ -336,7 +196,7 @@ def test_resume_twice_matches_an_uninterrupted_run(tmp_path, reference):
   # Resumed mid-epoch 2, to the end.
   log = resume.rerun(run, BINDINGS)
   assert f"Resuming from {ckpts / 'ckpt-52'}: " in log
-  ref_dir, ref_results = reference
+  ref_dir, ref_results = smoke_reference
   after = resume.assert_matches_reference(run, ref_dir, ref_results)
   assert after["epochs_done"] == 2
   assert_nothing_left_over(run)
@@ -480,18 +340,6 @@ BAD_SETTINGS = [
 ]
 
 
-def _snapshot(folder):
-  """Every path under `folder` with its bytes and modification time."""
-  out = {}
-  for root, dirs, files in os.walk(folder):
-    for name in dirs + files:
-      path = os.path.join(root, name)
-      out[os.path.relpath(path, folder)] = (
-          os.stat(path).st_mtime_ns,
-          None if os.path.isdir(path) else open(path, "rb").read())
-  return out
-
-
 def _two_replicas():
   strategy = mock.create_autospec(tf.distribute.Strategy, instance=True)
   strategy.num_replicas_in_sync = 2
@@ -520,7 +368,7 @@ def test_a_bad_setting_is_refused_before_anything_is_written(
   (existing / "checkpoints" / "checkpoint").write_text("x")
   (existing / "results.json").write_text("{}")
   (existing / "results.json.tmp-0123abcd").write_text("{")
-  before = _snapshot(existing)
+  before = killed_runs.snapshot(existing)
   for model_dir in (tmp_path / "new", existing):
     with pytest.raises(settings_lib.ConfigError) as error:
       train_eval_lib.train_eval(str(model_dir) if bad_dir is None else bad_dir,
@@ -528,7 +376,7 @@ def test_a_bad_setting_is_refused_before_anything_is_written(
     # One line (gin appends where it was called from on lines of its own).
     assert message in str(error.value).splitlines()[0]
   assert not (tmp_path / "new").exists()
-  assert _snapshot(existing) == before
+  assert killed_runs.snapshot(existing) == before
 
 
 # Values at the edges of each accepted range (check_settings is also given
@@ -594,9 +442,9 @@ def test_cli_refuses_bad_values_in_one_line(tmp_path, capsys, argv, message,
                                             checked_before_model_dir):
   model_dir = tmp_path / "run"
   argv = ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}"] + argv
-  status, _, err = test_main.call_main(argv, capsys)
+  status, _, err = call_main(argv, capsys)
   assert status == 2
-  (line,) = test_main.error_lines(err)
+  (line,) = error_lines(err)
   assert message in line and "Traceback" not in err
   if checked_before_model_dir:
     assert not model_dir.exists()
@@ -611,10 +459,11 @@ def test_a_bad_flag_exits_2_in_one_line(capsys):
   finally:
     main.FLAGS.unparse_flags()
   assert exit_.value.code == 2
-  (line,) = test_main.error_lines(capsys.readouterr().err)
+  (line,) = error_lines(capsys.readouterr().err)
   assert "--strategy=bogus" in line and "one of" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,message", [
     (["--gin_param=train_eval.momentum = 1.5"],
      "train_eval.momentum must be a number in [0, 1), got 1.5."),
@@ -627,6 +476,6 @@ def test_cli_in_a_real_process(tmp_path, argv, message):
        f"--model_dir={model_dir}"] + argv, cwd=resume.REPO, env=resume.ENV,
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-3000:]
-  (line,) = test_main.error_lines(proc.stderr)
+  (line,) = error_lines(proc.stderr)
   assert message in line and "Traceback" not in proc.stderr
   assert not model_dir.exists()
