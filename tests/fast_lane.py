@@ -15,7 +15,8 @@ each is refused. Libraries' own housekeeping commands (ALLOWED) are let
 through: they start no Python, are over in milliseconds, and a test cannot
 avoid them (matplotlib runs fc-list once to build its font cache on a fresh
 machine, as in CI; platform.processor() runs uname; ctypes.util.find_library
-runs ldconfig, then gcc, ld or objdump).
+runs ldconfig, then gcc, ld or objdump; scikit-learn's KMeans asks
+threadpoolctl, which runs lscpu, how many cores there are).
 
 Steps: `keras.Model.make_train_function` is wrapped so that each call of the
 train function it makes counts `steps_per_execution` steps (the last call
@@ -42,7 +43,7 @@ MAX_STEPS = 20
 
 # Commands (their basename) that libraries run for themselves; see above.
 ALLOWED = frozenset({"fc-list", "uname", "ldconfig", "ldconfig.real", "gcc",
-                     "cc", "ld", "objdump"})
+                     "cc", "ld", "objdump", "lscpu"})
 
 _HINT = "mark it @pytest.mark.slow (the fast lane is `pytest -m \"not slow\"`)"
 

@@ -13,6 +13,7 @@ from mwn_tf.benchmark import step_time
 
 
 # ----------------------------------------------------------------- harness --
+@pytest.mark.slow  # 21 training steps: the modes' warm-up and rounds
 def test_benchmark_smoke_reports_every_column():
   modes = ["exact", "last1+interval2", "exact+meta4"]
   results = step_time.run(modes, model="mlp", batch_size=8,

@@ -133,6 +133,7 @@ def test_other_seed_is_refused_before_anything_is_written(runs, tmp_path):
   assert not output.exists()
 
 
+@pytest.mark.slow  # runs the real command in a process
 @pytest.mark.parametrize("flags, message", [
     (["--gin_param=digits.noise_rate = 'high'"],
      "mwn_tf.bench: error: dataset 'digits': could not convert string to "

@@ -165,8 +165,8 @@ def test_fast_modes_reach_the_model_and_results(tmp_path, capsys,
   built = {}
   original = settings_lib.build_model
 
-  def spy(splits, settings):
-    built["model"] = original(splits, settings)
+  def spy(*args, **kwargs):
+    built["model"] = original(*args, **kwargs)
     return built["model"]
 
   monkeypatch.setattr(settings_lib, "build_model", spy)
@@ -191,8 +191,8 @@ def test_the_new_levers_and_the_one_switch_reach_the_model_and_results(
   built = {}
   original = settings_lib.build_model
 
-  def spy(splits, settings):
-    built["model"] = original(splits, settings)
+  def spy(*args, **kwargs):
+    built["model"] = original(*args, **kwargs)
     return built["model"]
 
   monkeypatch.setattr(settings_lib, "build_model", spy)
