@@ -47,6 +47,7 @@ from mwn_tf.runner import monitor as monitor_lib
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
 from mwn_tf.runner import stopping
+from mwn_tf.runner import strategy as strategy_lib
 from mwn_tf.shared import figures
 from mwn_tf.shared import samples as samples_lib
 
@@ -99,6 +100,8 @@ def train_eval(
     export: bool = True,
     verbose="auto",
     progress_every_n_seconds: float = 60.0,
+    # Multi-worker: the entry point's strategy (runner/strategy.py).
+    collective_timeout_s: Optional[float] = 600.0,
     # The guard against collapsed sample weights (runner/collapse.py).
     collapse_ess_threshold: float = 0.35,
     collapse_window_steps: int = 50,
@@ -134,6 +137,7 @@ def train_eval(
     stopping.Stopped: SIGTERM or SIGINT arrived; a checkpoint of the step
       it stopped at was written.
     run_dir.WriteError: a write into model_dir failed (disk full, ...).
+    strategy_lib.PeerLost: multi-worker: another worker died or hung.
   """
   # Settings: every argument, as passed (and the old spellings of the fast
   # modes, `MetaWeightModel.meta_interval`), before anything is loaded or
@@ -173,8 +177,10 @@ def train_eval(
                   meta_model, constant_lr, state)
     except (OSError, tf.errors.OpError) as e:
       # Disk full and the like, from any writer (checkpoints, summaries,
-      # results, exports): one line, and the last checkpoint stays.
-      error = run_dir.write_error(e, model_dir)
+      # results, exports): one line, and the last checkpoint stays. Under
+      # multi-worker, a dead or hung worker fails the others' collectives.
+      error = (strategy_lib.peer_lost(e, strategy, collective_timeout_s) or
+               run_dir.write_error(e, model_dir))
       if error is None:
         raise
       raise error from e
