@@ -219,7 +219,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
     previous = _finished_results(model_dir, export)
     if previous is not None:
       return previous
-  start_epoch, skip = _resume_point(state, step, plan, restored)
+  start_epoch, skip, mid_epoch = _resume_point(state, step, plan,
+                                               restored)
 
   # Summaries and results.
   if out.chief:
@@ -278,7 +279,7 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
         eval_every_n_epochs=s["eval_every_n_epochs"],
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
                              s["checkpoint_every_n_steps"], signals,
-                             mid_epoch=skip > 0, console=console,
+                             mid_epoch=mid_epoch, console=console,
                              guard=guard),
         # `console` shows the progress and the epoch lines, not Keras.
         verbose=0)
@@ -430,8 +431,19 @@ def _check_not_shorter(state, step: int, plan: settings_lib.StepPlan,
 
 def _resume_point(state, step: int, plan: settings_lib.StepPlan,
                   restored: Optional[str]):
-  """(first epoch to train, its steps already done) of a restored run."""
+  """(first epoch to train, its steps already done, whether the metrics'
+  running means continue from the checkpoint) of a restored run."""
   start_epoch = int(state.epochs_done.numpy())
+  continued = restored and step < min(start_epoch * plan.steps_per_epoch,
+                                      plan.total_steps)
+  if continued:
+    # A finished run whose last epoch was cut short (train_steps), rerun
+    # with more steps: that epoch continues, and is recorded again at its
+    # new end. Its checkpoint was written after the test evaluation, which
+    # reused the metrics: the epoch's train and meta running means restart
+    # here (they cover the steps of this session only).
+    state.drop_last_epoch()
+    start_epoch = int(state.epochs_done.numpy())
   # The last epoch may be partial (train_steps), so cap at total_steps.
   skip = step - min(start_epoch * plan.steps_per_epoch, plan.total_steps)
   if not 0 <= skip < plan.steps_per_epoch:
@@ -441,7 +453,7 @@ def _resume_point(state, step: int, plan: settings_lib.StepPlan,
   if restored:
     logging.info("Resuming from %s: epoch %d, step %d (%d steps into the "
                  "epoch).", restored, start_epoch + 1, step, skip)
-  return start_epoch, skip
+  return start_epoch, skip, skip > 0 and not continued
 
 
 def summarize(history: list) -> dict:
