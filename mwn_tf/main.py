@@ -14,7 +14,8 @@ absl's own log lines. `--help` lists every setting and the exit statuses
 (mwn_tf/runner/exit_codes.py): 0 done, 1 NaN/Inf, 2 bad configuration or
 model_dir in use by another run, 3 stopped by SIGTERM/SIGINT with a
 checkpoint, 4 a write failed (disk full), 5 stopped on collapsed sample
-weights with a checkpoint; one line on stderr for each.
+weights with a checkpoint, 6 another worker of a multi-worker run died or
+hung; one line on stderr for each.
 """
 
 import difflib
@@ -318,7 +319,9 @@ def main(argv):
                                                             FLAGS.gin_param)
   check_writable(model_dir)
   try:
-    dist = strategy.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    dist = strategy.get_strategy(
+        FLAGS.strategy, FLAGS.tpu,
+        train_eval.bound_settings()["collective_timeout_s"])
   except (ValueError, RuntimeError) as e:
     _fail(_first_line(e), EXIT_CONFIG)
   try:
@@ -336,6 +339,8 @@ def main(argv):
     sys.exit(exit_codes.COLLAPSED)
   except run_dir.WriteError as e:
     _fail(_config_message(e), exit_codes.WRITE_FAILED)
+  except strategy.PeerLost as e:
+    _fail(_config_message(e), exit_codes.PEER_LOST)
   except KeyboardInterrupt:
     # Ctrl-C before training started (no handler yet): nothing to save.
     _fail("stopped by SIGINT before training started; nothing was trained. "

@@ -18,6 +18,7 @@ cluster has 2 replicas and every all-reduce crosses processes over gRPC.
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,30 +56,46 @@ def run_cluster(argv, timeout=420, workers=2):
 
   Returns [(returncode, stdout, stderr, pid)] by worker index. A worker that
   is still running at the deadline (e.g. its peer died and it waits on a
-  collective) is killed, so the test fails instead of hanging.
+  collective) is killed, so the test fails instead of hanging; whatever
+  happens, every process started (each leads its own process group) is
+  killed with its group before this returns or raises.
   """
   ports = free_ports(workers)
   procs = []
-  for i in range(workers):
-    env = dict(os.environ, TF_CONFIG=tf_config(ports, i),
-               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, text=True,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE))
-  deadline = time.monotonic() + timeout
-  out = []
+  try:
+    for i in range(workers):
+      env = dict(os.environ, TF_CONFIG=tf_config(ports, i),
+                 CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+                 PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH",
+                                                               ""))
+      procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, text=True,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE,
+                                    start_new_session=True))
+    deadline = time.monotonic() + timeout
+    out = []
+    for p in procs:
+      try:
+        stdout, stderr = p.communicate(
+            timeout=max(1.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        _kill_groups(procs)
+        stdout, stderr = p.communicate()
+        stderr += "\n[killed at the test's deadline]"
+      out.append((p.returncode, stdout, stderr, p.pid))
+    return out
+  finally:
+    _kill_groups(procs)
+    for p in procs:
+      p.wait(timeout=60)
+
+
+def _kill_groups(procs):
   for p in procs:
     try:
-      stdout, stderr = p.communicate(
-          timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      stdout, stderr = p.communicate()
-      stderr += "\n[killed at the test's deadline]"
-    out.append((p.returncode, stdout, stderr, p.pid))
-  return out
+      os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass  # It and its group are gone.
 
 
 def _result(run):

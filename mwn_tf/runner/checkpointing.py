@@ -90,6 +90,15 @@ class RunState:
     self.history_json.assign(json.dumps(history))
     self.epochs_done.assign(int(record["epoch"]))
 
+  def drop_last_epoch(self) -> dict:
+    """Forgets the newest epoch record (an epoch that is continued, so it
+    is recorded again at its new end); returns it."""
+    history = self.history
+    dropped = history.pop()
+    self.history_json.assign(json.dumps(history))
+    self.epochs_done.assign(int(history[-1]["epoch"]) if history else 0)
+    return dropped
+
   def start_session(self, step: int = 0) -> None:
     """Call after a restore, with the restored classifier `step`: wall time
     keeps counting from the saved value; `session_*` count from here."""

@@ -321,6 +321,16 @@ SETTINGS = (
             "a finite number >= 0 (0: no progress lines)",
             group=_ENGINEERING,
             help="interval of the progress lines of `verbose=2` (0: none)."),
+    Setting("collective_timeout_s", "Optional[float]", 600.0,
+            lambda v: v is None or (_is_number(v) and math.isfinite(v) and
+                                    v >= 0),
+            "a finite number >= 0 or None (0 or None: wait forever)",
+            group=_ENGINEERING,
+            help="`--strategy=multi_worker`: a collective (an all-reduce of "
+            "a step) that waits longer than this many seconds for the "
+            "other workers ends the run with exit status 6 (a worker lost "
+            "or hung); 0 or None: wait forever. Above the longest gap "
+            "between two workers' steps, a data load included."),
     # The guard against collapsed sample weights (runner/collapse.py).
     Setting("collapse_ess_threshold", "float", 0.35,
             lambda v: _is_number(v) and 0 <= v <= 1,

@@ -12,6 +12,7 @@ CONFIG = 2
 STOPPED = 3
 WRITE_FAILED = 4
 COLLAPSED = 5
+PEER_LOST = 6
 
 MEANINGS = {
     DONE: "done: trained, evaluated, results (and exports) written, or the "
@@ -33,6 +34,11 @@ MEANINGS = {
                "(train_eval.on_weight_collapse = 'stop'), after writing a "
                "checkpoint: the line says what to change; rerun with it and "
                "the same --model_dir to continue",
+    PEER_LOST: "--strategy=multi_worker: another worker died or hung (a "
+               "collective failed, or waited longer than "
+               "train_eval.collective_timeout_s); stop every worker and "
+               "rerun the same command on all of them to resume from the "
+               "last checkpoint",
 }
 
 

@@ -8,6 +8,8 @@ the strategy never changes what a step means (see `mwn_tf.meta_model`).
 
 import json
 import os
+import signal
+import threading
 from typing import Optional
 
 import tensorflow as tf
@@ -15,8 +17,14 @@ import tensorflow as tf
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
-def get_strategy(name: str = "default",
-                 tpu: Optional[str] = None) -> tf.distribute.Strategy:
+class PeerLost(Exception):
+  """Multi-worker: a collective failed because another worker died, or
+  waited longer than `train_eval.collective_timeout_s` for one that hung."""
+
+
+def get_strategy(name: str = "default", tpu: Optional[str] = None,
+                 collective_timeout_s: Optional[float] = None
+                 ) -> tf.distribute.Strategy:
   """Builds the distribution strategy named by `name`.
 
   Args:
@@ -32,6 +40,9 @@ def get_strategy(name: str = "default",
     tpu: For "tpu" only: the TPU's name or gRPC address (`grpc://ip:8470`),
       or "local" on a Cloud TPU VM. None (or "") lets the resolver read the
       environment (TPU_NAME; on a TPU VM, the local chips).
+    collective_timeout_s: For "multi_worker" only: seconds a collective may
+      wait for the other workers before it fails (and `peer_lost` turns the
+      error into `PeerLost`); 0 or None: forever.
 
   Returns:
     The strategy. Enter `strategy.scope()` before creating variables.
@@ -59,8 +70,54 @@ def get_strategy(name: str = "default",
     return tf.distribute.MirroredStrategy(devices)
   if name == "multi_worker":
     _check_tf_config()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=float(collective_timeout_s or 0) or None)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=options)
+    _sigterm_ends_the_process()
+    return strategy
   return _tpu_strategy(tpu)
+
+
+def peer_lost(error: Exception, strategy: tf.distribute.Strategy,
+              timeout_s: Optional[float]) -> Optional[PeerLost]:
+  """The `PeerLost` that `error` means under `strategy`, or None.
+
+  Only a multi-worker strategy has peers: elsewhere (and for other errors)
+  None, and the caller re-raises `error`.
+
+  Args:
+    error: what training raised.
+    strategy: the run's strategy.
+    timeout_s: the run's `train_eval.collective_timeout_s`.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return None
+  if isinstance(error, tf.errors.DeadlineExceededError):
+    what = (f"a collective waited more than {timeout_s or 0:g} s "
+            f"(train_eval.collective_timeout_s) for another worker")
+  elif isinstance(error, (tf.errors.UnavailableError,
+                          tf.errors.CancelledError, tf.errors.AbortedError)):
+    what = "another worker is gone (a collective failed: connection lost)"
+  else:
+    return None
+  return PeerLost(
+      f"{what}; stop every worker and rerun the same command on all of them "
+      f"to resume from the last checkpoint (raise "
+      f"train_eval.collective_timeout_s if a worker is only slow).")
+
+
+def _sigterm_ends_the_process():
+  """Undoes the SIGTERM handler the multi-worker runtime installs.
+
+  With its coordination service, TensorFlow catches SIGTERM in C++ to
+  notify its own preemption handler (which this runner does not use): the
+  signal is logged and then ignored, so a worker could not be stopped by
+  SIGTERM at all. Back to the default action; `stopping.SignalStop` turns it
+  into a clean stop while training.
+  """
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def tpu_resolver(tpu: Optional[str] = None):

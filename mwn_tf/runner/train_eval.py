@@ -47,6 +47,7 @@ from mwn_tf.runner import monitor as monitor_lib
 from mwn_tf.runner import run_dir
 from mwn_tf.runner import settings as settings_lib
 from mwn_tf.runner import stopping
+from mwn_tf.runner import strategy as strategy_lib
 from mwn_tf.shared import figures
 from mwn_tf.shared import samples as samples_lib
 
@@ -106,6 +107,8 @@ def train_eval(
     export: bool = True,
     verbose="auto",
     progress_every_n_seconds: float = 60.0,
+    # Multi-worker: the entry point's strategy (runner/strategy.py).
+    collective_timeout_s: Optional[float] = 600.0,
     # The guard against collapsed sample weights (runner/collapse.py).
     collapse_ess_threshold: float = 0.35,
     collapse_window_steps: int = 50,
@@ -141,6 +144,7 @@ def train_eval(
     stopping.Stopped: SIGTERM or SIGINT arrived; a checkpoint of the step
       it stopped at was written.
     run_dir.WriteError: a write into model_dir failed (disk full, ...).
+    strategy_lib.PeerLost: multi-worker: another worker died or hung.
   """
   # Settings: every argument, as passed (and the old spellings of the fast
   # modes, `MetaWeightModel.meta_interval`), before anything is loaded or
@@ -181,8 +185,10 @@ def train_eval(
                   meta_model, constant_lr, state, clusters)
     except (OSError, tf.errors.OpError) as e:
       # Disk full and the like, from any writer (checkpoints, summaries,
-      # results, exports): one line, and the last checkpoint stays.
-      error = run_dir.write_error(e, model_dir)
+      # results, exports): one line, and the last checkpoint stays. Under
+      # multi-worker, a dead or hung worker fails the others' collectives.
+      error = (strategy_lib.peer_lost(e, strategy, collective_timeout_s) or
+               run_dir.write_error(e, model_dir))
       if error is None:
         raise
       raise error from e
@@ -222,7 +228,8 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
     previous = _finished_results(model_dir, export)
     if previous is not None:
       return previous
-  start_epoch, skip = _resume_point(state, step, plan, restored)
+  start_epoch, skip, mid_epoch = _resume_point(state, step, plan,
+                                               restored)
 
   # Summaries and results.
   if out.chief:
@@ -282,7 +289,7 @@ def _run(model_dir: str, strategy, splits, plan: settings_lib.StepPlan,
         eval_every_n_epochs=s["eval_every_n_epochs"],
         callbacks=_callbacks(meta_model, state, manager, monitor, plan,
                              s["checkpoint_every_n_steps"], signals,
-                             mid_epoch=skip > 0, console=console,
+                             mid_epoch=mid_epoch, console=console,
                              guard=guard),
         # `console` shows the progress and the epoch lines, not Keras.
         verbose=0)
@@ -435,8 +442,19 @@ def _check_not_shorter(state, step: int, plan: settings_lib.StepPlan,
 
 def _resume_point(state, step: int, plan: settings_lib.StepPlan,
                   restored: Optional[str]):
-  """(first epoch to train, its steps already done) of a restored run."""
+  """(first epoch to train, its steps already done, whether the metrics'
+  running means continue from the checkpoint) of a restored run."""
   start_epoch = int(state.epochs_done.numpy())
+  continued = restored and step < min(start_epoch * plan.steps_per_epoch,
+                                      plan.total_steps)
+  if continued:
+    # A finished run whose last epoch was cut short (train_steps), rerun
+    # with more steps: that epoch continues, and is recorded again at its
+    # new end. Its checkpoint was written after the test evaluation, which
+    # reused the metrics: the epoch's train and meta running means restart
+    # here (they cover the steps of this session only).
+    state.drop_last_epoch()
+    start_epoch = int(state.epochs_done.numpy())
   # The last epoch may be partial (train_steps), so cap at total_steps.
   skip = step - min(start_epoch * plan.steps_per_epoch, plan.total_steps)
   if not 0 <= skip < plan.steps_per_epoch:
@@ -446,7 +464,7 @@ def _resume_point(state, step: int, plan: settings_lib.StepPlan,
   if restored:
     logging.info("Resuming from %s: epoch %d, step %d (%d steps into the "
                  "epoch).", restored, start_epoch + 1, step, skip)
-  return start_epoch, skip
+  return start_epoch, skip, skip > 0 and not continued
 
 
 def summarize(history: list) -> dict:

@@ -514,7 +514,8 @@ def test_every_exit_code_is_documented():
   usage = subprocess.run([sys.executable, "-m", "mwn_tf.main", "--help"],
                          cwd=resume.REPO, env=resume.ENV, capture_output=True,
                          text=True, timeout=300).stdout
-  assert set(exit_codes.MEANINGS) == {0, 1, 2, 3, 4, 5}  # 5: collapsed weights
+  # 5: collapsed weights; 6: a multi-worker peer died or hung.
+  assert set(exit_codes.MEANINGS) == {0, 1, 2, 3, 4, 5, 6}
   for code in exit_codes.MEANINGS:
     assert re.search(rf"^\s*{code}  \S", usage, re.M), (code, usage)
     assert re.search(rf"^\| {code} \| \S", page, re.M), code
@@ -524,8 +525,17 @@ def test_every_exit_code_is_documented():
 # ----------------------------------------------------------------------------
 # 3b. SIGTERM to the chief of a two-worker MultiWorkerMirroredStrategy run.
 # ----------------------------------------------------------------------------
-def start_cluster(model_dir, logs):
-  """Two workers on 127.0.0.1 running the command; returns the Popens."""
+# Two TF processes at nice 19 on a 2-core machine shared with a training run
+# took 514 s to their first checkpoint (measured): the limits below only catch
+# a hang, they assume nothing about the machine's speed.
+CLUSTER_DEADLINE_S = 1800
+
+
+def start_cluster(model_dir, logs, bindings=BINDINGS):
+  """Two workers on 127.0.0.1 running the command; returns the Popens.
+
+  Each is the leader of its own process group (start_new_session), so the
+  `cluster` fixture can kill it with everything it started."""
   sockets = [socket.socket() for _ in range(2)]
   for s in sockets:
     s.bind(("127.0.0.1", 0))
@@ -539,33 +549,68 @@ def start_cluster(model_dir, logs):
                          "task": {"type": "worker", "index": i}})
     with open(logs[i], "w") as err:
       procs.append(subprocess.Popen(
-          resume.command(model_dir, BINDINGS) + ["--strategy=multi_worker"],
+          resume.command(model_dir, bindings) + ["--strategy=multi_worker"],
           cwd=resume.REPO, env=dict(resume.ENV, TF_CONFIG=config,
                                     CUDA_VISIBLE_DEVICES=""),
-          stdout=subprocess.DEVNULL, stderr=err))
+          stdout=subprocess.DEVNULL, stderr=err, start_new_session=True))
   return procs
 
 
-def wait_all(procs, timeout=600):
-  deadline = time.time() + timeout
+@pytest.fixture
+def cluster():
+  """`start_cluster`, whose processes (and their process groups) are all
+  SIGKILLed at the end of the test whatever happened (a SIGSTOPped one
+  included); then none may be left."""
+  started = []
+
+  def start(*args, **kwargs):
+    procs = start_cluster(*args, **kwargs)
+    started.extend(procs)
+    return procs
+
   try:
-    return [p.wait(timeout=max(1, deadline - time.time())) for p in procs]
+    yield start
   finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+    for p in started:
+      try:
+        os.killpg(p.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass  # Exited, and so did its group.
+    for p in started:
+      p.wait(timeout=60)
+  left = []
+  for p in started:
+    try:
+      os.killpg(p.pid, 0)
+      left.append(p.pid)
+    except ProcessLookupError:
+      pass
+  assert not left, f"processes of groups {left} outlived the test"
+
+
+def wait_all(procs, timeout=CLUSTER_DEADLINE_S):
+  deadline = time.time() + timeout
+  return [p.wait(timeout=max(1, deadline - time.time())) for p in procs]
+
+
+def wait_for_checkpoint(run, procs, logs):
+  """Waits until the chief has written a checkpoint, every worker alive."""
+  state = run / "checkpoints" / "checkpoint"
+  deadline = time.time() + CLUSTER_DEADLINE_S
+  while not state.exists():
+    codes = [p.poll() for p in procs]
+    assert codes == [None] * len(procs) and time.time() < deadline, (
+        codes, [log.read_text()[-3000:] for log in logs])
+    time.sleep(0.05)
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_chief_stops_every_worker_at_one_step(tmp_path):
+def test_sigterm_to_the_chief_stops_every_worker_at_one_step(tmp_path,
+                                                             cluster):
   run = tmp_path / "run"
   logs = [tmp_path / f"worker{i}.stderr" for i in range(2)]
-  procs = start_cluster(run, logs)
-  state = run / "checkpoints" / "checkpoint"
-  deadline = time.time() + 300
-  while not state.exists():
-    assert all(p.poll() is None for p in procs) and time.time() < deadline
-    time.sleep(0.05)
+  procs = cluster(run, logs)
+  wait_for_checkpoint(run, procs, logs)
   os.kill(procs[0].pid, signal.SIGTERM)
   codes = wait_all(procs)
   errs = [log.read_text() for log in logs]
@@ -577,9 +622,85 @@ def test_sigterm_to_the_chief_stops_every_worker_at_one_step(tmp_path):
   step = int(chief[1])
   assert killed_runs.recorded(run)[-1] == f"ckpt-{step}"
 
-  codes = wait_all(start_cluster(run, logs))
+  codes = wait_all(cluster(run, logs))
   errs = [log.read_text() for log in logs]
   assert codes == [0, 0], [e[-3000:] for e in errs]
   for err in errs:
     assert f"Resuming from {run / 'checkpoints' / f'ckpt-{step}'}: " in err
   assert json.loads((run / "results.json").read_text())["steps"] == STEPS
+
+
+# A collective timeout much shorter than the default (600 s), so a hung peer
+# is noticed quickly; still far above a step of this tiny run.
+PEER_TIMEOUT_S = 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP])
+def test_a_worker_whose_chief_was_killed_exits_6(tmp_path, cluster, how):
+  """SIGKILL: the chief is gone (its connections close); SIGSTOP: it hangs
+  (they stay open, only the collective timeout ends the wait)."""
+  run = tmp_path / "run"
+  logs = [tmp_path / f"worker{i}.stderr" for i in range(2)]
+  procs = cluster(run, logs, BINDINGS + [
+      f"train_eval.collective_timeout_s = {PEER_TIMEOUT_S}"])
+  wait_for_checkpoint(run, procs, logs)
+  os.kill(procs[0].pid, how)
+  # The timeout, and time for the error to reach Python and the process to
+  # exit on a loaded machine.
+  code = procs[1].wait(timeout=PEER_TIMEOUT_S + 300)
+  err = logs[1].read_text()
+  assert code == exit_codes.PEER_LOST, err[-3000:]
+  line = one_error_line(err)
+  what = (f"waited more than {PEER_TIMEOUT_S} s "
+          f"(train_eval.collective_timeout_s)"
+          if how == signal.SIGSTOP else "another worker is gone")
+  assert what in line and line.endswith(
+      "stop every worker and rerun the same command on all of them to resume "
+      "from the last checkpoint (raise train_eval.collective_timeout_s if a "
+      "worker is only slow)."), line
+
+
+# `python -c BLOCKED`: inside `SignalStop`, the main thread blocks in a
+# TensorFlow op that never returns (a dequeue from an empty queue), as a
+# worker does in an all-reduce whose peer is gone.
+BLOCKED = r'''
+import sys
+import tensorflow as tf
+from mwn_tf.runner import stopping
+queue = tf.queue.FIFOQueue(1, tf.int32)
+with stopping.SignalStop():
+  print("BLOCKING", file=sys.stderr, flush=True)
+  queue.dequeue()
+'''
+
+
+def test_a_second_signal_ends_a_process_blocked_in_an_op(tmp_path):
+  err_path = tmp_path / "stderr"
+  with open(err_path, "w") as err:
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED], cwd=resume.REPO,
+                            env=resume.ENV, stderr=err,
+                            start_new_session=True)
+  try:
+    def wait_for(text):
+      deadline = time.time() + 600
+      while text not in err_path.read_text():
+        assert proc.poll() is None and time.time() < deadline, (
+            err_path.read_text()[-3000:])
+        time.sleep(0.05)
+
+    wait_for("BLOCKING")
+    proc.send_signal(signal.SIGTERM)
+    # Python's handler cannot run; the watcher thread says it got it.
+    wait_for("SIGTERM received: stopping after the current step")
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert err_path.read_text().rstrip().endswith(
+        "SIGTERM received again while blocked in an op: stopping at once, "
+        "without a checkpoint; rerun the same command to resume from the "
+        "last one.")
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
