@@ -154,8 +154,8 @@ def test_fast_modes_reach_the_model_and_results(tmp_path, capsys,
   built = {}
   original = settings_lib.build_model
 
-  def spy(splits, settings):
-    built["model"] = original(splits, settings)
+  def spy(splits, settings, *args):
+    built["model"] = original(splits, settings, *args)
     return built["model"]
 
   monkeypatch.setattr(settings_lib, "build_model", spy)
