@@ -67,8 +67,10 @@ def half_batch_norm_class():
 
 
 def build_model(batchnorm, mode, *, virtual_step="global", half_bn=False,
-                meta_lr=0.3, meta_wd=1e-2, weights=None, **compile_kw):
-  """Classifier Dense(L2)-[BN]-ReLU-Dense and V, compiled; float32.
+                meta_lr=0.3, meta_wd=1e-2, weights=None, class_aware=False,
+                **compile_kw):
+  """Classifier Dense(L2)-[BN]-ReLU-Dense and V (class-aware: clusters
+  (0, 1, 1, 2) of the K = 4 classes), compiled; float32.
 
   The L2 kernel regularizer and both decays check that nothing added per
   replica is counted N times; the LR schedule that α_t follows it.
@@ -85,7 +87,8 @@ def build_model(batchnorm, mode, *, virtual_step="global", half_bn=False,
   layers += [keras.layers.ReLU(), keras.layers.Dense(K)]
   clf = keras.Sequential(layers)
   keras.utils.set_random_seed(7)
-  vnet = mwn_tf.WeightNet(hidden_units=(16,))
+  vnet = (mwn_tf.ClassAwareWeightNet((0, 1, 1, 2), hidden_units=(16,))
+          if class_aware else mwn_tf.WeightNet(hidden_units=(16,)))
   model = mwn_tf.MetaWeightModel(
       clf, vnet, normalize_weights=mode, weight_decay=5e-2,
       meta_weight_decay=meta_wd, virtual_step=virtual_step,

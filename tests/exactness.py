@@ -10,6 +10,9 @@ import tensorflow as tf
 N, M, D, H, K = 12, 10, 5, 7, 4
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.9
+# A class-aware V's clusters for the K classes: heads 0 and 2 of one class
+# each, head 1 of two.
+CLUSTER_MAP = (0, 1, 1, 2)
 
 
 def classifier(batchnorm, dtype="float64", seed=0):

@@ -123,6 +123,28 @@ def test_local_virtual_step_differs_and_is_a_valid_step(mirrored, mode):
   assert c_gap > 0
 
 
+@pytest.mark.slow
+def test_a_class_aware_v_is_exact_under_mirrored():
+  """The class-aware V (labels split over the replicas with their samples)
+  takes the single-device step on the global batch, as the paper's V."""
+  case = run_child("class_aware")
+  for step in (1, STEPS):
+    ref = case["reference"][step - 1]
+    dist = case["distributed"][step - 1]
+    for part in ("classifier", "weight_net", "state"):
+      for r in range(2):
+        _assert_close([v[r] for v in dist[part]], ref[part],
+                      f"class-aware step {step} {part} replica {r}")
+  first, last = case["reference"][0], case["reference"][-1]
+  # Every head moved: the batches hold classes of all three clusters.
+  heads = np.asarray(last["weight_net"][-2]) - np.asarray(
+      first["weight_net"][-2])
+  assert (np.abs(heads).max(axis=0) > 0).all()
+  for key, want in case["reference_logs"].items():
+    np.testing.assert_allclose(case["distributed_logs"][key], want,
+                               rtol=1e-5, err_msg=key)
+
+
 # --------------------------------------------------------------------------
 # The child process. Everything below runs only as `python this_file.py`.
 # --------------------------------------------------------------------------
@@ -183,8 +205,25 @@ def _child_mirrored():
   return out
 
 
+def _child_class_aware():
+  """The exact sync_bn case with a class-aware V: against one device."""
+  strategy = _setup_two_cpus()
+  batches = make_data()
+  ref = build_model("sync_bn", "sum", class_aware=True)
+  init = get_all(ref)
+  ref_snaps, ref_logs = fit_and_snapshot(ref, global_dataset(batches))
+  with strategy.scope():
+    dist = build_model("sync_bn", "sum", weights=init, class_aware=True)
+  dist_snaps, dist_logs = fit_and_snapshot(
+      dist, split_dataset(batches, strategy), strategy, len(batches))
+  return {"reference": ref_snaps, "distributed": dist_snaps,
+          "reference_logs": ref_logs, "distributed_logs": dist_logs}
+
+
 if __name__ == "__main__":
   if sys.argv[1] == "mirrored":
     print("RESULT" + json.dumps(_child_mirrored()))
+  elif sys.argv[1] == "class_aware":
+    print("RESULT" + json.dumps(_child_class_aware()))
   else:
     raise SystemExit(f"unknown child {sys.argv[1]!r}")

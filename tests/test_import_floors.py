@@ -33,7 +33,7 @@ FLOORS = {
     "mwn_tf.data": 2, "mwn_tf.models": 2, "mwn_tf.weight_net": 2,
     "mwn_tf.replicas": 2, "mwn_tf.fast_step": 2, "mwn_tf.meta_model": 2,
     "mwn_tf.sample_weights": 2, "mwn_tf.hypergradient": 2,
-    "mwn_tf.batches": 2,
+    "mwn_tf.batches": 2, "mwn_tf.class_clusters": 2,
     "mwn_tf.shared": 3,
     "mwn_tf.runner": 4,
     "mwn_tf.analysis": 5, "mwn_tf.benchmark": 5,

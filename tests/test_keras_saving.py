@@ -1,5 +1,6 @@
 """Keras-native saving: `.keras` archives and `.weights.h5` files of
-`MetaWeightModel` and `WeightNet`, and `ModelCheckpoint` in a user's `fit()`.
+`MetaWeightModel`, `WeightNet` and `ClassAwareWeightNet`, and
+`ModelCheckpoint` in a user's `fit()`.
 
 A round trip is checked by what matters to a user who resumes from it: the
 loaded model, trained on the same batches as the original, ends with every
@@ -19,6 +20,8 @@ import mwn_tf
 from mwn_tf import models
 
 BATCH = 16
+# A class-aware V's clusters of the ten digits.
+CLUSTER_MAP = (0, 0, 1, 1, 1, 2, 2, 0, 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +38,15 @@ def _dataset(batches):
   return tf.data.Dataset.from_tensor_slices(stacked)
 
 
-def _model(method="mwn", seed=3, **options):
-  """small_cnn (MetaBatchNormalization) + V, compiled with stateful
-  optimizers and a schedule that switches inside the test's steps."""
+def _model(method="mwn", seed=3, class_aware=False, **options):
+  """small_cnn (MetaBatchNormalization) + V (class-aware: on CLUSTER_MAP),
+  compiled with stateful optimizers and a schedule that switches inside
+  the test's steps."""
   keras.utils.set_random_seed(seed)
   classifier = models.get("small_cnn", num_classes=10, input_shape=(8, 8, 1))
-  model = mwn_tf.MetaWeightModel(classifier, mwn_tf.WeightNet(),
+  weight_net = (mwn_tf.ClassAwareWeightNet(CLUSTER_MAP) if class_aware else
+                mwn_tf.WeightNet())
+  model = mwn_tf.MetaWeightModel(classifier, weight_net,
                                  method=method, **options)
   model.compile(
       optimizer=keras.optimizers.SGD(
@@ -80,6 +86,9 @@ def _assert_equal(got, expected):
     ("baseline", {}),
     ("mwn", {"meta_interval": 2, "virtual_layers": 1,
              "normalize_weights": "none"}),
+    ("mwn", {"class_aware": True}),
+    # The fast modes feed labels to V too.
+    ("mwn", {"class_aware": True, "meta_interval": 2, "virtual_layers": 1}),
 ])
 def test_keras_round_trip_continues_training_bit_identically(
     batches, tmp_path, method, options):
@@ -91,6 +100,9 @@ def test_keras_round_trip_continues_training_bit_identically(
 
   loaded = keras.models.load_model(path)
   assert loaded is not model and type(loaded).__name__ == "MetaWeightModel"
+  assert type(loaded.weight_net) is type(model.weight_net)
+  assert getattr(loaded.weight_net, "cluster_map", None) == getattr(
+      model.weight_net, "cluster_map", None)
   for key in ("method", "meta_interval", "virtual_layers", "normalize_weights"):
     assert getattr(loaded, key) == getattr(model, key)
   _assert_equal(_state(loaded), saved)
@@ -162,6 +174,27 @@ def test_weight_net_round_trip(tmp_path, kwargs):
                 [v.numpy() for v in net.variables])
   losses = np.linspace(0.0, 6.0, 7).astype(net.dtype)[:, None]
   np.testing.assert_array_equal(loaded(losses).numpy(), net(losses).numpy())
+
+
+def test_class_aware_weight_net_round_trip(tmp_path):
+  keras.utils.set_random_seed(1)
+  net = mwn_tf.ClassAwareWeightNet(CLUSTER_MAP, hidden_units=(10, 4))
+  count = len(net.variables)
+  net.build(None)
+  assert len(net.variables) == count
+  path = str(tmp_path / "v.keras")
+  net.save(path)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    loaded = keras.models.load_model(path)
+  assert _json(loaded.get_config()) == _json(net.get_config())
+  assert loaded.cluster_map == CLUSTER_MAP and loaded.takes_labels
+  _assert_equal([v.numpy() for v in loaded.variables],
+                [v.numpy() for v in net.variables])
+  losses = np.linspace(0.0, 6.0, 10).astype(np.float32)[:, None]
+  labels = np.arange(10, dtype=np.int32)
+  np.testing.assert_array_equal(loaded((losses, labels)).numpy(),
+                                net((losses, labels)).numpy())
 
 
 def test_weight_net_loads_inside_a_functional_model(tmp_path):

@@ -5,7 +5,8 @@ harness's own tests are in tests/benchmark/).
 * The fast modes do what they say: `meta_interval` leaves V alone on the other
   steps and takes exactly a weighted step there; `virtual_layers` matches
   central finite differences of ITS objective (only the last layers move in
-  the virtual step), differs from the exact step, and still moves V.
+  the virtual step), differs from the exact step, and still moves V; both
+  with the class-aware V too (labels reach V on every kind of step).
 * Mixed precision: bfloat16 and float16 (with loss scaling) stay close to
   float32; a float16 step whose scaled gradients overflow is skipped whole.
 """
@@ -22,10 +23,13 @@ from exactness import K
 
 
 # -------------------------------------------------------------- fast modes --
-def _fast_model(*, meta_lr=0.3, batchnorm=True, **options):
+def _fast_model(*, meta_lr=0.3, batchnorm=True, class_aware=False,
+                **options):
   clf = exactness.classifier(batchnorm)
   keras.utils.set_random_seed(7)
-  vnet = mwn_tf.WeightNet(hidden_units=(6,), dtype="float64")
+  vnet = (mwn_tf.ClassAwareWeightNet(exactness.CLUSTER_MAP, hidden_units=(6,),
+                                     dtype="float64") if class_aware else
+          mwn_tf.WeightNet(hidden_units=(6,), dtype="float64"))
   model = mwn_tf.MetaWeightModel(clf, vnet, normalize_weights="sum",
                                  weight_decay=0.0, meta_weight_decay=0.0,
                                  **options)
@@ -51,11 +55,13 @@ def _assert_all_close(got, want, **tol):
     np.testing.assert_allclose(g, w, **tol)
 
 
-def test_meta_interval_skips_the_meta_update_and_takes_a_weighted_step():
+@pytest.mark.parametrize("class_aware", [False, True])
+def test_meta_interval_skips_the_meta_update_and_takes_a_weighted_step(
+    class_aware):
   """meta_interval=3 over 4 steps == exact step, 2 steps with V frozen, exact
   step: V moves on steps 0 and 3 only, the classifier on every step."""
-  fast = _fast_model(meta_interval=3)
-  ref = _fast_model()
+  fast = _fast_model(meta_interval=3, class_aware=class_aware)
+  ref = _fast_model(class_aware=class_aware)
   v_trace = [_values(fast.weight_net.trainable_variables)]
   for step in range(4):
     data = exactness.pair_dataset(*exactness.random_batch(seed=10 + step))
@@ -79,13 +85,17 @@ def test_meta_interval_skips_the_meta_update_and_takes_a_weighted_step():
                     rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("batchnorm", [False, True])
-def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
+@pytest.mark.parametrize("batchnorm,class_aware", [(False, False),
+                                                   (True, False),
+                                                   (False, True)])
+def test_virtual_layers_meta_gradient_matches_finite_differences(
+    batchnorm, class_aware):
   """virtual_layers=1: θ̂ moves only the last Dense; its meta-gradient vs
   central differences of exactly that objective, in float64."""
   x, y, xm, ym = exactness.random_batch()
   alpha, eps = 0.5, 1e-6
-  model = _fast_model(meta_lr=1.0, batchnorm=batchnorm, virtual_layers=1)
+  model = _fast_model(meta_lr=1.0, batchnorm=batchnorm, virtual_layers=1,
+                      class_aware=class_aware)
   clf, vnet = model.classifier, model.weight_net
   theta = _values(clf.trainable_variables)
   state = _values(clf.non_trainable_variables)
@@ -100,8 +110,9 @@ def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
       tape.watch(theta_t)
       logits, _ = clf.stateless_call(theta_t, state, x, training=True)
       losses = keras.ops.sparse_categorical_crossentropy(y, logits, True)
+    v_in = tf.reshape(losses, [-1, 1])
     w, _ = vnet.stateless_call([tf.constant(p) for p in phi], [],
-                               tf.reshape(losses, [-1, 1]))
+                               (v_in, y) if class_aware else v_in)
     w = tf.reshape(w, [-1])
     grads = tape.gradient(losses, theta_t,
                           output_gradients=w / tf.reduce_sum(w))
@@ -117,7 +128,8 @@ def test_virtual_layers_meta_gradient_matches_finite_differences(batchnorm):
   assert max(np.abs(g).max() for g in expected) > 1e-5  # V does move
   _assert_all_close(got, expected, rtol=1e-5, atol=1e-9)
   # And it is not the exact meta-gradient.
-  exact = _fast_model(meta_lr=1.0, batchnorm=batchnorm)
+  exact = _fast_model(meta_lr=1.0, batchnorm=batchnorm,
+                      class_aware=class_aware)
   exact.fit(exactness.pair_dataset(x, y, xm, ym), verbose=0)
   exact_step = [a - b for a, b in
                 zip(phi0, _values(exact.weight_net.trainable_variables))]

@@ -60,6 +60,12 @@ def _last_epoch(results: dict) -> Optional[int]:
 # ----------------------------------------------------------------------------
 # The two commands.
 # ----------------------------------------------------------------------------
+def _curve_names(weights) -> Optional[list]:
+  """A class-aware V's curves (`[p, C]` weights) are named by cluster."""
+  return (figures.cluster_names(np.shape(weights)[1])
+          if np.ndim(weights) == 2 else None)
+
+
 def _render_samples(samples: Samples, out_dir: str, curve,
                     context: str) -> dict:
   truth = samples.truth()
@@ -71,6 +77,7 @@ def _render_samples(samples: Samples, out_dir: str, curve,
   return {
       "weighting_function": figures.save(
           figures.weighting_function(curve[0], curve[1],
+                                     curve_names=_curve_names(curve[1]),
                                      sample_loss=samples.loss,
                                      is_noisy=noisy, context=context),
           os.path.join(out_dir, "weighting_function.png")),

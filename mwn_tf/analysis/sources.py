@@ -42,7 +42,9 @@ from mwn_tf.shared import samples as samples_lib
 # weights), loaded with plain TensorFlow.
 # ----------------------------------------------------------------------------
 class Endpoint:
-  """The single-input, single-output serving signature of a SavedModel."""
+  """The single-input, single-output serving signature of a SavedModel; for
+  a class-aware V's export (`runner.export.export_weight_net`) the inputs
+  are `losses` and `labels` (`takes_labels`)."""
 
   def __init__(self, path: str, what: str, preferred_outputs: Sequence[str]):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -63,7 +65,10 @@ class Endpoint:
                           f"serving_default signature (it has "
                           f"{sorted(signatures)}).")
     self.fn = signatures["serving_default"]
-    inputs = self.fn.structured_input_signature[1]
+    inputs = dict(self.fn.structured_input_signature[1])
+    self.takes_labels = set(inputs) == {"losses", "labels"}
+    if self.takes_labels:
+      self.labels_spec = inputs.pop("labels")
     if len(inputs) != 1:
       raise AnalysisError(f"The {what} SavedModel {path} must take one input; "
                           f"its serving_default takes {sorted(inputs)}.")
@@ -78,10 +83,19 @@ class Endpoint:
     self.output_spec = outputs[self.output_name]
     self.path = path
 
-  def __call__(self, x: np.ndarray) -> np.ndarray:
+  def __call__(self, x: np.ndarray, labels=None) -> np.ndarray:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    out = self.fn(**{self.input_name: tf.constant(x, self.spec.dtype)})
+    inputs = {self.input_name: tf.constant(x, self.spec.dtype)}
+    if self.takes_labels:
+      inputs["labels"] = tf.constant(np.asarray(labels).reshape(np.shape(x)),
+                                     self.labels_spec.dtype)
+    out = self.fn(**inputs)
     return out[self.output_name].numpy()
+
+  def cluster_map(self) -> list:
+    """A class-aware V's `[K]` cluster of each class id (its export's
+    `cluster_map()`)."""
+    return self._loaded.cluster_map()["cluster_map"].numpy().tolist()
 
 
 def weight_endpoint(path: str) -> Endpoint:
@@ -89,18 +103,27 @@ def weight_endpoint(path: str) -> Endpoint:
   return Endpoint(path, "weighting net", ("weights", "weight"))
 
 
-def weigh(weight_net: Endpoint, losses: np.ndarray) -> np.ndarray:
-  """V's weights for `[b]` losses -> `[b]`, fed as `[b, 1]` if V's
-  signature has rank 2, else as `[b]`."""
+def weigh(weight_net: Endpoint, losses: np.ndarray,
+          labels: Optional[np.ndarray] = None) -> np.ndarray:
+  """V's weights for `[b]` losses (of samples labelled `labels` `[b]`, read
+  by a class-aware V only) -> `[b]`, fed as `[b, 1]` if V's signature has
+  rank 2, else as `[b]`."""
   rank = weight_net.spec.shape.rank
   x = np.asarray(losses, np.float32).reshape((-1, 1) if rank == 2 else (-1,))
-  return weight_net(x).reshape(-1).astype(np.float64)
+  return weight_net(x, labels).reshape(-1).astype(np.float64)
 
 
 def weight_curve(weight_net: Endpoint, max_loss: float, points: int = 400):
-  """V on the loss grid [0, max_loss]: (`[p]` losses, `[p]` weights)."""
+  """V on the loss grid [0, max_loss]: (`[p]` losses, `[p]` weights); a
+  class-aware V's weights are `[p, C]`, one column per class cluster (its
+  smallest class id's)."""
   grid = np.linspace(0.0, max_loss, points)
-  return grid, weigh(weight_net, grid)
+  if not weight_net.takes_labels:
+    return grid, weigh(weight_net, grid)
+  cluster_map = weight_net.cluster_map()
+  return grid, np.stack(
+      [weigh(weight_net, grid, np.full(points, cluster_map.index(c)))
+       for c in range(max(cluster_map) + 1)], axis=1)
 
 
 class ExportedModels:
@@ -158,7 +181,7 @@ class ExportedModels:
     labels = np.asarray(batch["label"]).astype(np.int64)
     losses, probs = self._scores(np.asarray(batch["image"]), labels)
     return {**samples_lib.carried(batch), "loss": losses,
-            "weight": weigh(self.weight_net, losses),
+            "weight": weigh(self.weight_net, losses, labels),
             "predicted": probs.argmax(-1).astype(np.int32),
             "probability": probs.max(-1)}
 
@@ -257,13 +280,19 @@ def find_key(obj, key: str):
 
 
 def read_curve(path: str):
-  """(`[p]` loss, `[p]` weight) from a `loss,weight` CSV, sorted by loss."""
+  """(`[p]` loss, `[p]` weight) from a `loss,weight` CSV, sorted by loss;
+  from a class-aware V's `loss,weight_cluster_0,...` the weights are
+  `[p, C]`."""
   try:
     rows = _csv_rows(path)
     loss = np.array([float(r["loss"]) for r in rows])
-    weight = np.array([float(r["weight"]) for r in rows])
-  except (OSError, KeyError, TypeError, ValueError) as e:
+    columns = [k for k in rows[0] if k.startswith("weight_cluster_")] if (
+        rows and "weight" not in rows[0]) else ["weight"]
+    weight = np.array([[float(r[k]) for k in columns] for r in rows])
+    weight = weight[:, 0] if columns == ["weight"] else weight
+  except (OSError, KeyError, TypeError, ValueError, IndexError) as e:
     raise AnalysisError(f"{path} must be a CSV with columns loss,weight "
+                        f"(or loss,weight_cluster_0,...) "
                         f"({type(e).__name__}: {e}).") from e
   if loss.size == 0:
     raise AnalysisError(f"{path} has no rows.")
@@ -290,6 +319,10 @@ def run_settings(results: dict, config_text: str = "") -> dict:
     out = _legacy_settings(results, config_text)
   out.setdefault("method", "mwn")
   out["seed"] = int(out.get("seed") or 0)
+  # A class-aware V is rebuilt on the clusters the run trained with.
+  clusters = results.get("class_clusters")
+  if isinstance(clusters, dict) and clusters.get("cluster_map"):
+    out["weight_net_cluster_map"] = tuple(clusters["cluster_map"])
   out["weight_net_hidden_units"] = _units(out.get("weight_net_hidden_units"))
   return out
 

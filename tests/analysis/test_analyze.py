@@ -424,6 +424,47 @@ def test_score_new_data(tmp_path, exports, classifier_key, weight_key):
     _assert_png(path, min_bytes=5000)
 
 
+def test_score_new_data_with_a_class_aware_v(tmp_path, exports):
+  """A class-aware V's export weighs each loss by its label's cluster head,
+  and the weighting figure draws one curve per cluster."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from mwn_tf.runner import export as export_lib  # pylint: disable=g-import-not-at-top
+  from mwn_tf.weight_net import ClassAwareWeightNet  # pylint: disable=g-import-not-at-top
+  paths, classifier, _ = exports
+  keras.utils.set_random_seed(4)
+  weight_net = ClassAwareWeightNet((0, 1, 1), hidden_units=(6,))
+  v_path = export_lib.export_weight_net(weight_net, str(tmp_path / "v"))
+  endpoint = sources.weight_endpoint(v_path)
+  assert endpoint.takes_labels and endpoint.cluster_map() == [0, 1, 1]
+  grid, curves = sources.weight_curve(endpoint, 4.0, points=9)
+  assert curves.shape == (9, 2)  # one column per cluster
+  np.testing.assert_allclose(curves[:, 1], weight_net(
+      (grid[:, None].astype(np.float32), np.ones(9, np.int32))).numpy()[:, 0],
+                             rtol=1e-5)
+  data = _score_data(str(tmp_path / "new.npz"))
+  out = report_lib.score(paths["classifier"], v_path,
+                         str(tmp_path / "new.npz"))
+  logits = np.asarray(classifier(data["x"][..., None]), np.float64)
+  want_loss = (np.log(np.exp(logits).sum(-1)) -
+               logits[np.arange(50), data["y"]])
+  want_weight = weight_net((want_loss[:, None].astype(np.float32),
+                            data["y"].astype(np.int32))).numpy()[:, 0]
+  with open(out["ranking_csv"]) as f:
+    rows = sorted(csv.DictReader(f), key=lambda r: int(r["index"]))
+  np.testing.assert_allclose([float(r["weight"]) for r in rows], want_weight,
+                             rtol=1e-5)
+  _assert_png(out["figures"]["weighting_function"])
+
+
+def test_a_class_aware_curve_csv_reads_a_column_per_cluster(tmp_path):
+  path = tmp_path / "weight_curve.csv"
+  path.write_text("loss,weight_cluster_0,weight_cluster_1\n"
+                  "1,0.5,0.25\n0,0.75,0.5\n")
+  loss, weight = sources.read_curve(str(path))
+  np.testing.assert_array_equal(loss, [0, 1])
+  np.testing.assert_array_equal(weight, [[0.75, 0.5], [0.5, 0.25]])
+
+
 def _truncate(path, size):
   blob = open(path, "rb").read()
   open(path, "wb").write(blob[:size])

@@ -50,6 +50,23 @@ def test_every_builder_puts_the_context_under_its_title():
     assert context in _titles(fig)
 
 
+def test_a_class_aware_v_s_curves_share_one_figure():
+  loss = np.linspace(0, 5, 20)
+  weights = np.stack([np.linspace(0.9, 0.1, 20), np.linspace(0.5, 0.4, 20),
+                      np.full(20, 0.3)], axis=1)
+  names = figures.cluster_names(3)
+  assert names[0] == "cluster 0 (most samples)"
+  assert names[2] == "cluster 2 (fewest samples)"
+  assert figures.cluster_names(1) is None
+  fig = figures.weighting_function(loss, weights, curve_names=names,
+                                   sample_loss=loss)
+  ax = fig.axes[0]
+  assert [line.get_label() for line in ax.get_lines()] == names
+  for c, line in enumerate(ax.get_lines()):
+    np.testing.assert_array_equal(line.get_ydata(), weights[:, c])
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+
+
 def test_analysis_figures_name_the_run(tmp_path, monkeypatch):
   """The run's dataset, noise type and rate, and the epoch of its samples
   (its last, 6) are in every figure `analyze` draws."""

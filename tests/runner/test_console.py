@@ -360,6 +360,7 @@ def test_a_shortened_schedule_offers_the_scaled_decays(tmp_path, capsys,
   assert not model_dir.exists()
 
 
+@pytest.mark.slow  # trains the 3 offered epochs (21 steps)
 def test_the_scaled_decays_run_as_offered(tmp_path, capsys):
   """The offered rebinding, pasted, passes the check (3 epochs of 11)."""
   status, _, err = call_main(

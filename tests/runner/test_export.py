@@ -58,6 +58,30 @@ def test_weight_net_export_takes_both_loss_shapes(nets, tmp_path):
   np.testing.assert_allclose(column, expected, rtol=1e-6)
 
 
+def test_class_aware_weight_net_export_takes_losses_and_labels(tmp_path):
+  keras.utils.set_random_seed(2)
+  cluster_map = (0, 1, 1, 2)
+  weight_net = mwn_tf.ClassAwareWeightNet(cluster_map)
+  path = export.export_weight_net(weight_net, str(tmp_path / "weight_net"))
+  loaded = tf.saved_model.load(path)
+  losses = np.linspace(0.0, 8.0, 8, dtype=np.float32)
+  labels = np.arange(8, dtype=np.int32) % 4
+  expected = weight_net((losses[:, None], labels)).numpy()
+  flat = loaded.serve(losses, labels)["weights"].numpy()
+  column = loaded.serve(losses[:, None], labels[:, None])["weights"].numpy()
+  assert flat.shape == (8,) and column.shape == (8, 1)
+  np.testing.assert_allclose(flat, expected[:, 0], rtol=1e-6)
+  np.testing.assert_allclose(column, expected, rtol=1e-6)
+  # The serving signature takes both, by name; the map comes with it.
+  sig = loaded.signatures["serving_default"]
+  assert set(sig.structured_input_signature[1]) == {"losses", "labels"}
+  np.testing.assert_allclose(sig(losses=tf.constant(losses),
+                                 labels=tf.constant(labels))["weights"],
+                             expected[:, 0], rtol=1e-6)
+  assert loaded.cluster_map()["cluster_map"].numpy().tolist() == list(
+      cluster_map)
+
+
 def test_export_replaces_atomically_and_survives_a_crash(nets, tmp_path,
                                                          monkeypatch):
   classifier, weight_net = nets
