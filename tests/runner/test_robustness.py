@@ -331,6 +331,23 @@ BAD_SETTINGS = [
     ("virtual_layers", -1, {}, "train_eval.virtual_layers must be None (every "
      "layer: the exact step) or an integer >= 1, got -1."),
     ("virtual_layers", 0, {}, "train_eval.virtual_layers must be None"),
+    ("weight_net", "cmw", {}, "train_eval.weight_net must be one of 'mlp', "
+     "'class_aware', got 'cmw'."),
+    ("weight_net_clusters", 0, {}, "train_eval.weight_net_clusters must be "
+     "an integer >= 1, got 0."),
+    ("weight_net_cluster_map", (0, -1), {}, "train_eval.weight_net_cluster_"
+     "map must be None (k-means) or a tuple of cluster ids"),
+    ("hypergradient", "first_order", {}, "train_eval.hypergradient must be "
+     "one of 'second_order', 'finite_difference', got 'first_order'."),
+    ("fd_epsilon", 0.0, {}, "train_eval.fd_epsilon must be a finite number "
+     "> 0, got 0.0."),
+    ("fd_epsilon", INF, {}, "train_eval.fd_epsilon must be a finite number"),
+    ("exact_warmup_steps", -1, {}, "train_eval.exact_warmup_steps must be an "
+     "integer >= 0, got -1."),
+    ("fast_mode", "turbo", {}, "train_eval.fast_mode must be one of 'off', "
+     "'recommended', got 'turbo'."),
+    ("collective_timeout_s", -1, {}, "train_eval.collective_timeout_s must be "
+     "a finite number >= 0 or None"),
     ("collapse_ess_threshold", 1.5, {}, "train_eval.collapse_ess_threshold "
      "must be a number in [0, 1]"),
     ("collapse_window_steps", 0, {}, "train_eval.collapse_window_steps must "
@@ -404,6 +421,11 @@ ACCEPTED = {
     "virtual_layers": [None, 1, 3],
     "collapse_ess_threshold": [0, 0.5, 1], "collapse_window_steps": [1],
     "on_weight_collapse": ["warn", "stop", "reset_v"],
+    "weight_net": ["mlp", "class_aware"], "weight_net_clusters": [1, 3],
+    "weight_net_cluster_map": [None, (0, 1, 1, 0)],
+    "hypergradient": ["second_order", "finite_difference"],
+    "fd_epsilon": [1e-6, 0.01], "exact_warmup_steps": [0, 200],
+    "fast_mode": ["off", "recommended"], "collective_timeout_s": [None, 0, 600],
 }
 
 
