@@ -137,18 +137,22 @@ def test_virtual_layers_meta_gradient_matches_finite_differences(
                  zip(got, exact_step))
 
 
-@pytest.mark.parametrize("batchnorm", [False, True])
-@pytest.mark.parametrize("virtual_layers", [None, 1])
-@pytest.mark.parametrize("normalize", ["none", "sum"])
+@pytest.mark.parametrize("batchnorm,virtual_layers,normalize,class_aware", [
+    (False, None, "none", False), (False, None, "sum", False),
+    (True, None, "none", False), (True, None, "sum", False),
+    (False, 1, "sum", False), (True, 1, "none", False),
+    (True, None, "sum", True), (False, 1, "sum", True)])
 def test_finite_difference_hypergradient_matches_the_second_order_one(
-    batchnorm, virtual_layers, normalize):
+    batchnorm, virtual_layers, normalize, class_aware):
   """hypergradient="finite_difference" is the second-order meta-gradient up
-  to O(eps^2): V's update and the classifier's step agree in float64."""
+  to O(eps^2): V's update and the classifier's step agree in float64 (the
+  class-aware V too: each sample's weight from its label's head)."""
   x, y, xm, ym = exactness.random_batch()
 
   def one_step(**options):
     model = _fast_model(meta_lr=1.0, batchnorm=batchnorm,
-                        virtual_layers=virtual_layers, **options)
+                        virtual_layers=virtual_layers,
+                        class_aware=class_aware, **options)
     model.normalize_weights = normalize
     phi0 = _values(model.weight_net.trainable_variables)
     model.fit(exactness.pair_dataset(x, y, xm, ym), verbose=0)
