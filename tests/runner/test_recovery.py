@@ -675,6 +675,7 @@ with stopping.SignalStop():
 '''
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_second_signal_ends_a_process_blocked_in_an_op(tmp_path):
   err_path = tmp_path / "stderr"
   with open(err_path, "w") as err:
