@@ -133,8 +133,8 @@ def test_a_class_aware_v_is_exact_under_mirrored():
     dist = case["distributed"][step - 1]
     for part in ("classifier", "weight_net", "state"):
       for r in range(2):
-        _assert_close([v[r] for v in dist[part]], ref[part],
-                      f"class-aware step {step} {part} replica {r}")
+        assert_close([v[r] for v in dist[part]], ref[part],
+                     f"class-aware step {step} {part} replica {r}")
   first, last = case["reference"][0], case["reference"][-1]
   # Every head moved: the batches hold classes of all three clusters.
   heads = np.asarray(last["weight_net"][-2]) - np.asarray(
