@@ -160,8 +160,9 @@ def test_a_bad_fast_mode_is_one_line_before_anything_is_written(
   assert not (tmp_path / "new").exists()
 
 
-def test_fast_modes_reach_the_model_and_results(tmp_path, capsys,
-                                                monkeypatch):
+@pytest.fixture(name="built")
+def _built(monkeypatch):
+  """{"model": the MetaWeightModel train_eval builds}, once it has."""
   built = {}
   original = settings_lib.build_model
 
@@ -170,6 +171,10 @@ def test_fast_modes_reach_the_model_and_results(tmp_path, capsys,
     return built["model"]
 
   monkeypatch.setattr(settings_lib, "build_model", spy)
+  return built
+
+
+def test_fast_modes_reach_the_model_and_results(tmp_path, capsys, built):
   status, _, err = call_main([
       "--gin_file=gin/smoke.gin", f"--model_dir={tmp_path}",
       "--gin_param=train_eval.meta_interval = 2",
@@ -187,15 +192,7 @@ def test_fast_modes_reach_the_model_and_results(tmp_path, capsys,
 
 
 def test_the_new_levers_and_the_one_switch_reach_the_model_and_results(
-    tmp_path, capsys, monkeypatch):
-  built = {}
-  original = settings_lib.build_model
-
-  def spy(*args, **kwargs):
-    built["model"] = original(*args, **kwargs)
-    return built["model"]
-
-  monkeypatch.setattr(settings_lib, "build_model", spy)
+    tmp_path, capsys, built):
   status, _, err = call_main([
       "--gin_file=gin/smoke.gin", f"--model_dir={tmp_path / 'levers'}",
       "--gin_param=train_eval.hypergradient = 'finite_difference'",
