@@ -46,6 +46,21 @@ def error_lines(err):
   return [l for l in err.splitlines() if l.startswith("mwn_tf.main: error:")]
 
 
+def refused_line(tmp_path, capsys, bindings):
+  """Runs main on smoke.gin plus gin `bindings` into tmp_path/new/run and
+  asserts a refusal: exit 2, exactly one error line, no traceback, and the
+  folder never created. Returns (that line, stderr)."""
+  model_dir = tmp_path / "new" / "run"
+  status, _, err = call_main(
+      ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}"] +
+      [f"--gin_param={b}" for b in bindings], capsys)
+  assert status == 2, err[-2000:]
+  lines = error_lines(err)
+  assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+  assert not (tmp_path / "new").exists()
+  return lines[0], err
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "gin", "smoke.gin")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
