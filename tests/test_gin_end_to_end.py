@@ -225,7 +225,22 @@ def _check_sweep_pipeline(model_dir):
   again, _ = sources.recompute_samples(files, "exports")
   np.testing.assert_array_equal(again.index, stored.index)
   np.testing.assert_array_equal(again.clean_label, stored.clean_label)
-  np.testing.assert_allclose(again.weight, stored.weight, rtol=1e-4)
+  # The classifier's export returns float32 probabilities, so a loss is
+  # recovered up to -log(float32 tiny) = 87.3 and clamped there (documented
+  # in sources.ExportedModels); a few-step run with a large learning rate
+  # has such losses (CI's had 155). The softmax divides by a sum of up to K
+  # terms, so its result may flush to zero from a loss of floor - log(K) on.
+  # Below that both agree; above it the recomputation lies in that band.
+  floor = -np.log(np.finfo(np.float32).tiny)
+  band = floor - np.log(10)  # K = 10 classes
+  exact = stored.loss < band
+  assert exact.mean() > 0.5, "most losses must be checked"
+  np.testing.assert_allclose(again.loss[exact], stored.loss[exact],
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(again.weight[exact], stored.weight[exact],
+                             rtol=1e-4)
+  assert np.all((again.loss[~exact] >= band - 1e-4) &
+                (again.loss[~exact] <= floor + 1e-4))
 
 
 def _check_exports(results, num_classes, image_shape):
