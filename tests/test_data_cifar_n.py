@@ -6,7 +6,6 @@ noise rate and the meta set are checked against numbers computed here, not
 by the loader.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -17,11 +16,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import mwn_tf.data
-from mwn_tf import analyze
-from mwn_tf.data import preprocessing
 
 import cifar_n_fake
-import helpers
 from cifar_n_fake import N_TEST, N_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,61 +131,9 @@ def test_missing_manual_file_named_before_any_download(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------- end to end
-SHRINK = ["train_eval.train_steps = 2", "train_eval.batch_size = 16",
-          "train_eval.meta_batch_size = 16", "train_eval.lr_decay_epochs = ()",
-          "train_eval.eval_batch_size = 500", "train_eval.verbose = 0",
-          "train_eval.checkpoint_every_n_steps = 1",
-          "train_eval.summary_every_n_steps = 1"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("gin_file,name,label_set", [
-    ("cifar10n_worst.gin", "cifar10_n", "worse_label"),
-    ("cifar10n_aggregate.gin", "cifar10_n", "aggre_label"),
-    ("cifar10n_random1.gin", "cifar10_n", "random_label1"),
-    ("cifar100n_noisy.gin", "cifar100_n", "noise_label"),
-])
-def test_gin_file_end_to_end(tmp_path, manual_dir, capsys, gin_file, name,
-                             label_set):
-  model_dir = tmp_path / "run"
-  k = 10 if name == "cifar10_n" else 100
-  params = SHRINK + [f"{name}.manual_dir = '{manual_dir}'",
-                     f"{name}.data_dir = '{tmp_path / 'tfds'}'"]
-  with tfds.testing.mock_data(as_dataset_fn=cifar_n_fake.fake_cifar_n(k)):
-    status, out, err = helpers.call_main(
-        [f"--gin_file=gin/{gin_file}", f"--model_dir={model_dir}"] +
-        [f"--gin_param={p}" for p in params], capsys)
-  assert status == 0, err
-  assert "final-epoch test accuracy:" in out
-  results = json.loads((model_dir / "results.json").read_text())
-  assert results["finished"] and results["steps"] == 2
-  assert results["data"]["dataset"] == name
-  assert results["data"]["num_meta"] == 1000  # The paper's, unshrunk.
-  train_index = np.load(model_dir / "sample_weights.npz")["index"]
-  clean = train_index * 7 % k
-  human = cifar_n_fake.human(label_set, np.arange(N_TRAIN) * 7 % k,
-                             k)[train_index]
-  assert results["realised_noise_rate"] == pytest.approx(
-      np.mean(human != clean))
-  samples = np.load(model_dir / "sample_weights.npz")
-  np.testing.assert_array_equal(samples["is_noisy"], human != clean)
-  classifier = tf.saved_model.load(str(model_dir / "export" / "classifier"))
-  probs = classifier.serve(tf.zeros([2, 32, 32, 3]))["probabilities"]
-  assert probs.shape == (2, k)
-  names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
-  assert names == tfds.builder(name).info.features["label"].names
-  assert len(names) == k
-  # Raw CIFAR pixels through the export = the training pipeline's eval.
-  raw = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), np.uint8)
-  want = classifier.serve(preprocessing.cifar_eval(raw))["probabilities"]
-  got = classifier.serve_images(raw)["probabilities"]
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  weight_net = tf.saved_model.load(str(model_dir / "export" / "weight_net"))
-  assert weight_net.serve(tf.constant([0.5, 2.0]))["weights"].shape == (2,)
-  # The human noise is known per sample, so detection is scored.
-  report = analyze.analyze(str(model_dir), make_figures=False)
-  assert report["detection"] is not None
-  assert os.path.exists(report["detection_json"])
+# Each CIFAR-N gin file trains through the entry point in
+# tests/test_gin_end_to_end.py, which checks its human labels, meta set,
+# exports (class names, raw pixels) and analysis.
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from mwn_tf import analyze
 from mwn_tf import main
 from mwn_tf.analysis import detection
 from mwn_tf.analysis import sources
+from mwn_tf.data import preprocessing
 import cifar_n_fake
 import real_data
 import photo_folders
@@ -88,6 +89,14 @@ def _cifar_n(name):
   # cifar_n_fake's mock: 2000 train images, enough for the default meta set.
   dataset = "cifar100_n" if name.startswith("cifar100n") else "cifar10_n"
   return f"cifar_n:{dataset}", FEW_STEPS + SMALL_RESNET32
+
+
+# The human label set each CIFAR-N file trains on, as cifar_n_fake names it
+# (the TFDS feature): the run's noisy labels must be exactly those.
+CIFAR_N_LABELS = {"cifar10n_worst.gin": "worse_label",
+                  "cifar10n_aggregate.gin": "aggre_label",
+                  "cifar10n_random1.gin": "random_label1",
+                  "cifar100n_noisy.gin": "noise_label"}
 
 
 def _fashion_mnist(name):
@@ -173,6 +182,9 @@ def test_every_family_is_checked_in_full_on_one_file():
   assert "cifar10_longtail_200.gin" in FULL
   assert "cifar10_uniform_40.gin" not in FULL
   assert all(n in FULL for n in RUN if not _family(n))
+  # Every CIFAR-N file's labels are checked (_check_cifar_n).
+  assert {n for n in RUN if _plan(n)[0].startswith("cifar_n")} == set(
+      CIFAR_N_LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +253,31 @@ def _check_sweep_pipeline(model_dir):
                              rtol=1e-4)
   assert np.all((again.loss[~exact] >= band - 1e-4) &
                 (again.loss[~exact] <= floor + 1e-4))
+
+
+def _check_cifar_n(name, dataset, model_dir, results):
+  """A CIFAR-N run trained on the file's human labels, with the paper's 1000
+  clean meta images, and its export names CIFAR's classes."""
+  k = 100 if dataset == "cifar100_n" else 10
+  assert results["data"]["dataset"] == dataset
+  assert results["data"]["num_meta"] == 1000  # The paper's, unshrunk.
+  samples = np.load(os.path.join(model_dir, "sample_weights.npz"))
+  index = samples["index"]
+  clean = index * 7 % k  # cifar_n_fake's clean labels.
+  human = cifar_n_fake.human(CIFAR_N_LABELS[name],
+                             np.arange(cifar_n_fake.N_TRAIN) * 7 % k, k)[index]
+  np.testing.assert_array_equal(samples["label"], human)
+  np.testing.assert_array_equal(samples["is_noisy"], human != clean)
+  assert results["realised_noise_rate"] == pytest.approx(
+      np.mean(human != clean))
+  classifier = tf.saved_model.load(results["exports"]["classifier"])
+  names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
+  assert names == tfds.builder(dataset).info.features["label"].names
+  # Raw CIFAR pixels through the export = the training pipeline's eval.
+  raw = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), np.uint8)
+  want = classifier.serve(preprocessing.cifar_eval(raw))["probabilities"]
+  got = classifier.serve_images(raw)["probabilities"]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def _check_exports(results, num_classes, image_shape):
@@ -314,3 +351,5 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
     assert sum(1 for _ in f) == summary["num_train"] + 1  # header + rows
   if name == SWEEP_PIPELINE:
     _check_sweep_pipeline(model_dir)
+  if data.startswith("cifar_n"):
+    _check_cifar_n(name, data.split(":")[1], model_dir, results)
