@@ -20,6 +20,11 @@ def _crops(name, count, rng):
     yield photo[y:y + h, x:x + w]
 
 
+# Images per class in each split; train/ also holds each original photo.
+PER_CLASS = {"train": 12, "meta": 3, "test": 4}
+NUM_TRAIN = 2 * (PER_CLASS["train"] + 1)  # 26 training files
+
+
 def write(root):
   """train/, meta/ and test/ folders under `root`, each with china/ and
   flower/ class folders of JPEG (and some PNG) crops of the two photos,
@@ -28,7 +33,7 @@ def write(root):
   root = pathlib.Path(root)
   rng = np.random.default_rng(1)
   images = os.path.join(os.path.dirname(sk_datasets.__file__), "images")
-  for split, n in (("train", 12), ("meta", 3), ("test", 4)):
+  for split, n in PER_CLASS.items():
     for name in ("china", "flower"):
       folder = root / split / name
       folder.mkdir(parents=True)

@@ -1,11 +1,8 @@
 """The `folder` dataset on generated JPEG/PNG files of many sizes and on real
 JPEG photos (crops of scikit-learn's china.jpg and flower.jpg)."""
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 
 from absl import flags
 import numpy as np
@@ -20,7 +17,6 @@ from mwn_tf.data import preprocessing
 
 import photo_folders
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 CLASSES = ["cat", "dog", "sea lion"]  # Sorted; one name with a space.
 MEAN = np.array(preprocessing.IMAGENET_MEAN)
@@ -337,53 +333,9 @@ SHRINK = ["folder.image_size = 32", "train_eval.model = 'small_cnn'",
           "resnet50.weights_path = None"]
 
 
-@pytest.mark.slow
-def test_gin_example_end_to_end(tmp_path, real_jpegs):
-  model_dir = tmp_path / "run"
-  params = SHRINK + [f"folder.{k} = '{v}'" for k, v in real_jpegs.items()]
-  proc = subprocess.run(
-      [sys.executable, "-m", "mwn_tf.main",
-       "--gin_file=gin/folder_example.gin", f"--model_dir={model_dir}"] +
-      [f"--gin_param={p}" for p in params],
-      cwd=REPO, capture_output=True, text=True, timeout=900,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  results = json.loads((model_dir / "results.json").read_text())
-  assert results["finished"] and results["steps"] == 3
-  assert results["data"]["dataset"] == "folder"
-  assert results["realised_noise_rate"] is None
-  samples = np.load(model_dir / "sample_weights.npz")
-  assert samples["index"].size == 26
-  np.testing.assert_array_equal(samples["clean_label"], -1)
-  classifier = tf.saved_model.load(str(model_dir / "export" / "classifier"))
-  names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
-  assert names == ["china", "flower"]
-  metadata = json.loads((model_dir / "export" / "classifier" / "assets.extra"
-                         / "metadata.json").read_text())
-  assert metadata["class_names"] == names
-  # A photo's file bytes through the export = the pipeline's eval image.
-  d = mwn_tf.data.get("folder", image_size=32, **real_jpegs)
-  files = [os.path.join(real_jpegs["train_dir"], "china", "china.jpg"),
-           d.arrays["test"]["path"][-1]]
-  encoded = tf.stack([tf.io.read_file(f) for f in files])
-  want = classifier.serve(tf.stack([d.eval_fn(e) for e in encoded]))
-  got = classifier.serve_bytes(encoded)
-  np.testing.assert_allclose(got["probabilities"], want["probabilities"],
-                             rtol=1e-5, atol=1e-6)
-  assert got["top_class"].shape == (2,)
-  weight_net = tf.saved_model.load(str(model_dir / "export" / "weight_net"))
-  assert weight_net.serve(tf.constant([0.5]))["weights"].shape == (1,)
-  # docs/datasets.md's next command: every training file ranked (no clean labels,
-  # so no detection scores).
-  proc = subprocess.run(
-      [sys.executable, "-m", "mwn_tf.analyze", f"--model_dir={model_dir}"],
-      cwd=REPO, capture_output=True, text=True, timeout=600,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "RuntimeWarning" not in proc.stderr  # No mean over 0 clean labels.
-  ranking = np.genfromtxt(model_dir / "analysis" / "ranking.csv",
-                          delimiter=",", names=True)
-  assert sorted(ranking["index"].astype(int)) == list(range(26))
+# folder_example.gin trains through the entry point (with its ResNet-50) in
+# tests/test_gin_end_to_end.py, which checks its per-sample table, the
+# export's class names and file-bytes signature, and the analysis.
 
 
 def test_mismatched_folders_exit_2_in_one_line(tmp_path, real_jpegs, capsys):
