@@ -10,7 +10,11 @@ Clothing1M on a small release of real JPEG photos in the official layout
 0 and leave results.json, TensorBoard images and histograms, two loadable
 SavedModels, and an analysis made by `python -m mwn_tf.analyze`'s own `run`
 (on the Fashion-MNIST sweep's file, SWEEP_PIPELINE, also checked against a
-recomputation of the per-sample table from the exports).
+recomputation of the per-sample table from the exports). Each file runs once
+in the suite, so what is particular to a dataset's files is checked here
+too: the CIFAR-N files train on their human labels (`_check_cifar_n`),
+folder_example.gin names its class folders and serves photo files
+(`_check_folder`).
 
 A gin file that is neither run here nor included by a file that is fails
 `test_every_gin_file_is_run_end_to_end`: add its plan to `PLANS`.
