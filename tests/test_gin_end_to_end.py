@@ -284,6 +284,9 @@ def _check_cifar_n(name, dataset, model_dir, results):
   want = classifier.serve(preprocessing.cifar_eval(raw))["probabilities"]
   got = classifier.serve_images(raw)["probabilities"]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The human noise is known per sample, so the analysis scored detection.
+  with open(os.path.join(model_dir, "analysis", "detection.json")) as f:
+    assert json.load(f)["num_known"] == index.size
 
 
 def _check_folder(model_dir, folders):
