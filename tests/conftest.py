@@ -40,7 +40,8 @@ def _clean_gin():
 
 @pytest.fixture(scope="session")
 def smoke_reference(tmp_path_factory):
-  """The uninterrupted run, once per pytest run: (model_dir, results).
+  """The uninterrupted run: (model_dir, results), made once per test
+  process (each xdist worker whose tests need it).
 
   smoke.gin under helpers.REFERENCE_EXPORTING (2 epochs of 37 steps, with
   its exports), trained in this process. Every test that interrupts a run
