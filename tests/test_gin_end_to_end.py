@@ -261,7 +261,7 @@ def _check_sweep_pipeline(model_dir):
                 (again.loss[~exact] <= floor + 1e-4))
 
 
-def _check_cifar_n(name, dataset, model_dir, results):
+def _check_cifar_n(name, dataset, model_dir, results, classifier):
   """A CIFAR-N run trained on the file's human labels, with the paper's 1000
   clean meta images, and its export names CIFAR's classes."""
   k = 100 if dataset == "cifar100_n" else 10
@@ -276,7 +276,6 @@ def _check_cifar_n(name, dataset, model_dir, results):
   np.testing.assert_array_equal(samples["is_noisy"], human != clean)
   assert results["realised_noise_rate"] == pytest.approx(
       np.mean(human != clean))
-  classifier = tf.saved_model.load(results["exports"]["classifier"])
   names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
   assert names == tfds.builder(dataset).info.features["label"].names
   # Raw CIFAR pixels through the export = the training pipeline's eval.
@@ -289,7 +288,7 @@ def _check_cifar_n(name, dataset, model_dir, results):
     assert json.load(f)["num_known"] == index.size
 
 
-def _check_folder(model_dir, folders):
+def _check_folder(model_dir, folders, classifier):
   """A run on image folders without clean labels: every training photo in
   the per-sample table, the export names the class folders and takes a
   photo's file bytes as the pipeline's evaluation reads them."""
@@ -297,7 +296,6 @@ def _check_folder(model_dir, folders):
   assert samples["index"].size == photo_folders.NUM_TRAIN
   np.testing.assert_array_equal(samples["clean_label"], -1)
   export = os.path.join(model_dir, "export", "classifier")
-  classifier = tf.saved_model.load(export)
   names = [n.decode() for n in classifier.metadata()["class_names"].numpy()]
   assert names == ["china", "flower"]
   with open(os.path.join(export, "assets.extra", "metadata.json")) as f:
@@ -314,6 +312,7 @@ def _check_folder(model_dir, folders):
 
 
 def _check_exports(results, num_classes, image_shape):
+  """Both SavedModels load and answer; returns the loaded classifier."""
   classifier = tf.saved_model.load(results["exports"]["classifier"])
   images = np.random.default_rng(0).normal(
       size=(3, *image_shape)).astype(np.float32)
@@ -324,6 +323,7 @@ def _check_exports(results, num_classes, image_shape):
   weights = weight_net.serve(np.array([0.1, 1.0, 5.0], np.float32))["weights"]
   weights = weights.numpy()
   assert weights.shape == (3,) and np.all((weights > 0) & (weights < 1))
+  return classifier
 
 
 @pytest.mark.slow
@@ -368,7 +368,8 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
   if name not in FULL:
     return
   summary = results["data"]
-  _check_exports(results, summary["num_classes"], summary["image_shape"])
+  classifier = _check_exports(results, summary["num_classes"],
+                              summary["image_shape"])
 
   images, histograms = _summary_tags(model_dir)
   assert {"meta/weighting_function", "train/sample_weight_distribution",
@@ -389,6 +390,6 @@ def test_gin_file_runs_end_to_end(name, tmp_path, clothing1m_release):
   if name == SWEEP_PIPELINE:
     _check_sweep_pipeline(model_dir)
   if data == "folder":
-    _check_folder(model_dir, folders)
+    _check_folder(model_dir, folders, classifier)
   if data.startswith("cifar_n"):
-    _check_cifar_n(name, data.split(":")[1], model_dir, results)
+    _check_cifar_n(name, data.split(":")[1], model_dir, results, classifier)
