@@ -48,6 +48,9 @@ baseline run's losses (`mwn_tf.benchmark.detection`):
       --gin_file=gin/fashion_mnist_uniform_60.gin --seed=0 \
       --mwn_run=RUN --baseline_run=RUN --output=detection.json
 
+(`--over_training` adds the runs' signals at each kept checkpoint: their
+mean over training and the loss at the epoch best on the meta set.)
+
 `--task=convs` times, kernel by kernel, the convolutions that a plain and an
 exact step must run (see `mwn_tf.benchmark.convs.conv_floor`): the exact step's floor if everything
 else were free.
@@ -136,7 +139,8 @@ def _detection(f, command: str) -> None:
   try:
     result = detection.run(f.gin_file, f.gin_param, seed=f.seed,
                            folds=f.folds, fold_epochs=f.fold_epochs,
-                           mwn_run=f.mwn_run, baseline_run=f.baseline_run)
+                           mwn_run=f.mwn_run, baseline_run=f.baseline_run,
+                           over_training=f.over_training)
   except ConfigError as e:
     sys.stderr.write(f"mwn_tf.bench: error: {str(e).splitlines()[0]}\n")
     sys.exit(2)
@@ -184,6 +188,12 @@ def _define_flags():
                       "(model_dir) of the same setting and seed.")
   flags.DEFINE_string("baseline_run", None, "detection: a finished baseline "
                       "run (model_dir) of the same setting and seed.")
+  flags.DEFINE_bool("over_training", False, "detection: also score every "
+                    "checkpoint the runs kept (train them with "
+                    "train_eval.max_checkpoints_to_keep >= their epochs): "
+                    "loss and weight averaged over training, the loss at "
+                    "the epoch most accurate on the meta set, per-epoch "
+                    "AUROC.")
   flags.DEFINE_string("output", None, "detection: write the JSON here, the "
                       "markdown table next to it (.md) and the out-of-sample "
                       "probabilities (_pred_probs.npz).")

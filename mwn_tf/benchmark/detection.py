@@ -22,6 +22,10 @@ the same order, or the command refuses. Then:
   mwn_loss     its final loss (high = suspect);
   baseline_loss  the baseline run's final loss;
   mwn_loss+weight, mwn_loss+cleanlab  the mean of the two signals' ranks.
+  --over_training: the runs' kept checkpoints, one pass each
+               (`mwn_tf.benchmark.over_training`): the loss and weight
+               averaged over training, the loss at the epoch most accurate
+               on the clean meta set, and each epoch's AUROC.
 
 Each signal gets AUROC, average precision and the precision of flagging the
 k = (number of corrupted labels) most suspect samples (scikit-learn's
@@ -54,6 +58,7 @@ import numpy as np
 
 from mwn_tf.analysis.detection import rank_average
 from mwn_tf.analysis.detection import signal_metrics
+from mwn_tf.benchmark import over_training as over_training_lib
 from mwn_tf.errors import ConfigError
 
 SIGNALS = ("cleanlab", "mwn_weight", "mwn_loss", "baseline_loss",
@@ -299,19 +304,29 @@ def signal_scores(table: dict, pred_probs: Optional[np.ndarray], mwn,
   return out
 
 
-def _cost(name: str, fold_record: list, runs: dict) -> dict:
-  """Training steps and wall seconds signal `name` needs, all in all and
-  beyond the runs' own training."""
-  parts = {"folds": {"steps": sum(f["steps"] for f in fold_record),
-                     "seconds": sum(f["seconds"] for f in fold_record)}}
-  parts.update({k: v for k, v in runs.items() if v is not None})
-  needs = _NEEDS[name]
+def _cost(needs: Sequence[str], parts: dict) -> dict:
+  """Training steps and wall seconds a signal needs (`needs`: keys of
+  `parts`, each {"steps", "seconds"}), all in all and beyond the runs' own
+  training (the K fold trainings, the passes over kept checkpoints)."""
   total = {key: sum((parts[p][key] or 0) for p in needs)
            for key in ("steps", "seconds")}
-  extra = parts["folds"] if "folds" in needs else {"steps": 0, "seconds": 0}
+  extra = {key: sum((parts[p][key] or 0) for p in needs
+                    if p not in ("mwn", "baseline"))
+           for key in ("steps", "seconds")}
   return {"steps": total["steps"], "seconds": round(total["seconds"], 3),
           "extra_steps": extra["steps"],
           "extra_seconds": round(extra["seconds"], 3), "from": list(needs)}
+
+
+def _cost_parts(fold_record: list, runs: dict, passes: dict) -> dict:
+  """What the signals are made of, each {"steps", "seconds"}: the K fold
+  trainings, the runs, and the passes over each run's checkpoints."""
+  parts = {"folds": {"steps": sum(f["steps"] for f in fold_record),
+                     "seconds": sum(f["seconds"] for f in fold_record)}}
+  parts.update({k: v for k, v in runs.items() if v is not None})
+  parts.update({f"{k}_passes": {"steps": 0, "seconds": p["seconds"]}
+                for k, p in passes.items()})
+  return parts
 
 
 def _run_cost(results: Optional[dict], model_dir: Optional[str]):
@@ -354,7 +369,7 @@ def evaluate(table: dict, scores: dict) -> dict:
 def run(gin_file: str, gin_params: Sequence[str] = (), *, seed: int = 0,
         folds: int = 4, fold_epochs: int = 4,
         mwn_run: Optional[str] = None, baseline_run: Optional[str] = None,
-        log: Callable = print) -> dict:
+        over_training: bool = False, log: Callable = print) -> dict:
   """Scores every detection signal of one setting and seed.
 
   Args:
@@ -364,6 +379,8 @@ def run(gin_file: str, gin_params: Sequence[str] = (), *, seed: int = 0,
     fold_epochs: epochs of each fold's plain training.
     mwn_run, baseline_run: model_dirs of finished runs of this setting and
       seed (optional).
+    over_training: also score the runs' kept checkpoints
+      (`over_training_lib`); each run needs one per epoch.
     log: progress printer.
 
   Returns:
@@ -387,16 +404,30 @@ def run(gin_file: str, gin_params: Sequence[str] = (), *, seed: int = 0,
   if not folds and mwn is None and baseline is None:
     raise DetectionError("nothing to score: give --folds >= 2, --mwn_run "
                          "or --baseline_run.")
+  if over_training and mwn is None and baseline is None:
+    raise DetectionError("--over_training scores the runs' checkpoints: give "
+                         "--mwn_run or --baseline_run.")
+  passes = {key: over_training_lib.checkpoint_passes(
+      model_dir, f"{key}_run", data, table, settings["eval_batch_size"], log)
+            for key, model_dir in (("mwn", mwn_run),
+                                   ("baseline", baseline_run))
+            if over_training and model_dir is not None}
   pred_probs, fold_record = None, []
   if folds:
     pred_probs, fold_record = out_of_sample(data, settings, table, folds,
                                             fold_epochs, seed, log)
   scores = signal_scores(table, pred_probs, mwn, baseline)
+  needs = dict(_NEEDS)
+  for key, run_passes in passes.items():
+    extra = over_training_lib.signals(key, run_passes, key == "mwn")
+    scores.update(extra)
+    needs.update({name: (key, f"{key}_passes") for name in extra})
   metrics = evaluate(table, scores)
   runs = {"mwn": _run_cost(mwn_results, mwn_run),
           "baseline": _run_cost(base_results, baseline_run)}
+  parts = _cost_parts(fold_record, runs, passes)
   for name in metrics:
-    metrics[name]["cost"] = _cost(name, fold_record, runs)
+    metrics[name]["cost"] = _cost(needs[name], parts)
   known = table["known"]
   out = {
       "gin_file": gin_file, "gin_params": list(gin_params), "seed": int(seed),
@@ -406,6 +437,10 @@ def run(gin_file: str, gin_params: Sequence[str] = (), *, seed: int = 0,
       "folds": int(folds), "fold_epochs": int(fold_epochs),
       "fold_runs": fold_record, "runs": runs, "signals": metrics,
   }
+  if passes:
+    out["over_training"] = {
+        key: over_training_lib.curves(p, table, key == "mwn")
+        for key, p in passes.items()}
   if pred_probs is not None:
     predicted = pred_probs.argmax(-1)
     out["out_of_sample_accuracy"] = {
@@ -446,6 +481,14 @@ def to_markdown(result: dict, command: str) -> str:
               f"recall {issues['recall']:.3f}. Out-of-sample accuracy on "
               "the clean labels: "
               f"{result['out_of_sample_accuracy']['clean_labels']:.3f}."]
+  for key, rows in result.get("over_training", {}).items():
+    lines += ["", f"The {key} run's kept checkpoints (AUROC of each "
+              "epoch's own signal):", "",
+              "| epoch | meta-set accuracy | loss AUROC | weight AUROC |",
+              "|---:|---:|---:|---:|"]
+    lines += [f"| {r['epoch']:g} | {r['meta_accuracy']:.3f} | "
+              f"{_cell(r['loss_auroc'])} | {_cell(r.get('weight_auroc'))} |"
+              for r in rows]
   return "\n".join(lines) + "\n"
 
 

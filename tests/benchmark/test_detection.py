@@ -44,6 +44,26 @@ def runs(tmp_path_factory):
   return out
 
 
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory):
+  """MW-Net and baseline runs of smoke.gin, seed 0, that keep a checkpoint
+  every 4 of their 12 steps (for --over_training)."""
+  root = tmp_path_factory.mktemp("kept")
+  out = {}
+  for method in ("mwn", "baseline"):
+    model_dir = str(root / method)
+    bindings = [b for b in RUN_BINDINGS if "checkpoint_every" not in b] + [
+        "train_eval.checkpoint_every_n_steps = 4",
+        "train_eval.max_checkpoints_to_keep = 5",
+        f"train_eval.method = '{method}'"]
+    status, _, err = call_main(
+        ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}"] +
+        [f"--gin_param={b}" for b in bindings], _NoCapture())
+    assert status == 0, err
+    out[method] = model_dir
+  return out
+
+
 class _NoCapture:
   """`call_main`'s capsys, for a module fixture (pytest's is per test)."""
 
@@ -151,4 +171,57 @@ def test_bad_input_exits_2_in_one_line(flags, message, tmp_path):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert lines[-1].startswith(message), proc.stderr[-2000:]
   assert sum("error" in l for l in lines) == 1
+  assert not output.exists()
+
+
+@pytest.mark.slow
+def test_over_training_scores_every_kept_checkpoint(kept, tmp_path):
+  output = str(tmp_path / "detection.json")
+  proc = _bench("--seed=0", "--folds=0", "--over_training",
+                f"--mwn_run={kept['mwn']}",
+                f"--baseline_run={kept['baseline']}", f"--output={output}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.load(open(output))
+  signals = result["signals"]
+  steps_per_epoch = json.load(open(os.path.join(
+      kept["mwn"], "results.json")))["steps_per_epoch"]
+  for run in ("mwn", "baseline"):
+    rows = result["over_training"][run]
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert [r["epoch"] for r in rows] == [
+        round(s / steps_per_epoch, 3) for s in (4, 8, 12)]
+    assert all(0.0 <= r["meta_accuracy"] <= 1.0 for r in rows)
+    # The last checkpoint is the run's end: restored and scored again, it
+    # gives the run's own final sample_weights.npz.
+    assert rows[-1]["loss_auroc"] == pytest.approx(
+        signals[f"{run}_loss"]["auroc"], abs=1e-6)
+    # The loss at the epoch most accurate on the meta set (the first such).
+    best = max(rows, key=lambda r: r["meta_accuracy"])
+    assert signals[f"{run}_loss@best_meta"]["auroc"] == pytest.approx(
+        best["loss_auroc"], abs=1e-12)
+    mean = signals[f"{run}_loss_mean"]["cost"]
+    assert mean["steps"] == 12 and mean["extra_steps"] == 0
+    assert mean["extra_seconds"] > 0
+  mwn_rows = result["over_training"]["mwn"]
+  assert mwn_rows[-1]["weight_auroc"] == pytest.approx(
+      signals["mwn_weight"]["auroc"], abs=1e-6)
+  assert "mwn_weight_mean" in signals
+  assert "baseline_weight_mean" not in signals
+  assert "weight_auroc" not in result["over_training"]["baseline"][0]
+  table = open(str(tmp_path / "detection.md")).read()
+  assert table.count("kept checkpoints") == 2
+  assert table.strip() in proc.stdout
+
+
+@pytest.mark.slow
+def test_over_training_refuses_a_run_without_kept_checkpoints(runs,
+                                                               tmp_path):
+  output = tmp_path / "out.json"
+  proc = _bench("--seed=0", "--folds=0", "--over_training",
+                f"--mwn_run={runs['mwn']}", f"--output={output}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and errors[0].startswith(
+      f"mwn_tf.bench: error: --mwn_run={runs['mwn']} kept "), errors
+  assert "train_eval.max_checkpoints_to_keep = N" in errors[0]
   assert not output.exists()
