@@ -304,6 +304,18 @@ def signal_scores(table: dict, pred_probs: Optional[np.ndarray], mwn,
   return out
 
 
+def _all_scores(table: dict, pred_probs, mwn, baseline, passes: dict):
+  """(name -> `[n]` score, name -> the parts it is made of): the
+  `signal_scores`, and those of each run's checkpoint `passes`
+  (`over_training_lib.signals`)."""
+  scores, needs = signal_scores(table, pred_probs, mwn, baseline), dict(_NEEDS)
+  for key, run_passes in passes.items():
+    extra = over_training_lib.signals(key, run_passes, key == "mwn")
+    scores.update(extra)
+    needs.update({name: (key, f"{key}_passes") for name in extra})
+  return scores, needs
+
+
 def _cost(needs: Sequence[str], parts: dict) -> dict:
   """Training steps and wall seconds a signal needs (`needs`: keys of
   `parts`, each {"steps", "seconds"}), all in all and beyond the runs' own
@@ -416,12 +428,7 @@ def run(gin_file: str, gin_params: Sequence[str] = (), *, seed: int = 0,
   if folds:
     pred_probs, fold_record = out_of_sample(data, settings, table, folds,
                                             fold_epochs, seed, log)
-  scores = signal_scores(table, pred_probs, mwn, baseline)
-  needs = dict(_NEEDS)
-  for key, run_passes in passes.items():
-    extra = over_training_lib.signals(key, run_passes, key == "mwn")
-    scores.update(extra)
-    needs.update({name: (key, f"{key}_passes") for name in extra})
+  scores, needs = _all_scores(table, pred_probs, mwn, baseline, passes)
   metrics = evaluate(table, scores)
   runs = {"mwn": _run_cost(mwn_results, mwn_run),
           "baseline": _run_cost(base_results, baseline_run)}
