@@ -100,6 +100,8 @@ def run_extras(model_dir: str, method: str,
                recall=at_rate.get("recall"))
     # Reports that rank by another signal (analyze --rank_by) score V's
     # weights among their `signals`: the table's columns stay the weights'.
+    # Flagging k = the number of corrupted labels, precision equals recall
+    # (the R-precision), so `precision_at_k` fills both columns.
     weight = (overall.get("signals") or {}).get("weight")
     if weight and report.get("rank_by", "weight") != "weight":
       out.update(auroc=weight.get("auroc"),
