@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from mwn_tf.analysis.detection import AnalysisError
 from mwn_tf.analysis.detection import signal_metrics
 from mwn_tf.errors import ConfigError
 
@@ -73,14 +74,14 @@ def checkpoint_passes(model_dir: str, flag: str, data, table: dict,
     try:
       with sources.run_gin_config(config):
         models = sources.checkpoint_models(path, data, settings)
-    except sources.AnalysisError as e:
+    except AnalysisError as e:
       raise ConfigError(f"--{flag}: {str(e).splitlines()[0]}") from e
     train = samples_lib.sample_pass(models, data.train_for_eval(batch_size))
     meta = samples_lib.sample_pass(models, data.meta_eval(batch_size))
     if not np.array_equal(train["index"], table["index"]):
       raise ConfigError(f"--{flag}={model_dir}: checkpoint {path} scored "
                         "other samples than the setting's training split.")
-    out["steps"].append(int(path.rsplit("-", 1)[1]))
+    out["steps"].append(run_dir.checkpoint_step(path))
     out["loss"].append(train["loss"])
     out["weight"].append(train["weight"])
     out["meta_accuracy"].append(float(np.mean(meta["predicted"] ==

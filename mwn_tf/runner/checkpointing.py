@@ -246,16 +246,13 @@ def _repair_state_file(directory: str, restored: Optional[str],
   if state is not None and os.path.normpath(
       state.model_checkpoint_path) == os.path.normpath(restored):
     return
-  paths = [p for p in reversed(candidates) if _step(p) <= _step(restored)]
+  step = run_dir.checkpoint_step
+  paths = [p for p in reversed(candidates) if step(p) <= step(restored)]
   run_dir.write_checkpoint_state(directory, paths)
   logging.warning("Rewrote %s/checkpoint to name %s as the newest checkpoint "
                   "(it was %s).", directory, os.path.basename(restored),
                   "missing or unreadable" if state is None else
                   os.path.basename(state.model_checkpoint_path))
-
-
-def _step(path: str) -> int:
-  return int(path.rsplit("-", 1)[1])
 
 
 def fingerprint(splits, batch_size: int) -> str:

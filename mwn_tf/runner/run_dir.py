@@ -480,6 +480,11 @@ def checkpoints(model_dir: str) -> list:
           for p in state.all_model_checkpoint_paths]
 
 
+def checkpoint_step(path: str) -> int:
+  """The step at which checkpoint `path` (`.../ckpt-<n>`) was written."""
+  return int(path.rsplit("-", 1)[1])
+
+
 def latest_checkpoint(model_dir: str) -> Optional[str]:
   """The newest recorded checkpoint of a run, or None."""
   return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
