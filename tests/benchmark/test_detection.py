@@ -27,41 +27,35 @@ RUN_BINDINGS = ["train_eval.train_steps = 12",
                 "train_eval.export = False"]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """A finished MW-Net run and a baseline run of smoke.gin, seed 0."""
-  root = tmp_path_factory.mktemp("runs")
-  capsys = _NoCapture()
+def _smoke_runs(root, bindings):
+  """A finished MW-Net run and a baseline run of smoke.gin, seed 0, under
+  `bindings`: method -> model_dir."""
   out = {}
   for method in ("mwn", "baseline"):
     model_dir = str(root / method)
     status, _, err = call_main(
         ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}"] +
-        [f"--gin_param={b}" for b in RUN_BINDINGS +
-         [f"train_eval.method = '{method}'"]], capsys)
+        [f"--gin_param={b}" for b in bindings +
+         [f"train_eval.method = '{method}'"]], _NoCapture())
     assert status == 0, err
     out[method] = model_dir
   return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A finished MW-Net run and a baseline run of smoke.gin, seed 0."""
+  return _smoke_runs(tmp_path_factory.mktemp("runs"), RUN_BINDINGS)
 
 
 @pytest.fixture(scope="module")
 def kept(tmp_path_factory):
   """MW-Net and baseline runs of smoke.gin, seed 0, that keep a checkpoint
   every 4 of their 12 steps (for --over_training)."""
-  root = tmp_path_factory.mktemp("kept")
-  out = {}
-  for method in ("mwn", "baseline"):
-    model_dir = str(root / method)
-    bindings = [b for b in RUN_BINDINGS if "checkpoint_every" not in b] + [
-        "train_eval.checkpoint_every_n_steps = 4",
-        "train_eval.max_checkpoints_to_keep = 5",
-        f"train_eval.method = '{method}'"]
-    status, _, err = call_main(
-        ["--gin_file=gin/smoke.gin", f"--model_dir={model_dir}"] +
-        [f"--gin_param={b}" for b in bindings], _NoCapture())
-    assert status == 0, err
-    out[method] = model_dir
-  return out
+  return _smoke_runs(tmp_path_factory.mktemp("kept"), [
+      b for b in RUN_BINDINGS if "checkpoint_every" not in b] + [
+          "train_eval.checkpoint_every_n_steps = 4",
+          "train_eval.max_checkpoints_to_keep = 5"])
 
 
 class _NoCapture:
